@@ -1,0 +1,93 @@
+"""Shared fixtures: a fresh NEXU_HOME per test and a way to run the real CLI as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "libtv_video.py"
+
+# The three ways the same program is started (CONTRACT section 4).
+ENTRY_POINTS = {
+    "script": [sys.executable, str(SCRIPT)],
+    "module": [sys.executable, "-m", "libtv_fsm"],
+    "console": [str(Path(sys.executable).with_name("libtv-video"))],
+}
+
+# Variables of the developer's shell that must never leak into a test run.
+_SCRUB = (
+    "LIBTV_", "OPENCLAW_", "FEISHU_", "NEXU_", "TELEGRAM_", "SLACK_", "DISCORD_", "WECOM_",
+)
+
+
+class Ran:
+    """What one CLI run did."""
+
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.code: int = proc.returncode
+        self.out: str = proc.stdout
+        self.err: str = proc.stderr
+        self.lines: List[str] = [line for line in proc.stdout.splitlines() if line.strip()]
+
+    @property
+    def last(self) -> str:
+        return self.lines[-1] if self.lines else ""
+
+    def json(self) -> Any:
+        return json.loads(self.last)
+
+    def __repr__(self) -> str:
+        return f"Ran(code={self.code}, out={self.out!r}, err={self.err[-2000:]!r})"
+
+
+class Cli:
+    """Runs the CLI as a real subprocess against one NEXU_HOME."""
+
+    def __init__(self, home: Path, entry: str = "module") -> None:
+        self.home = home
+        self.entry = entry
+        self.env: Dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+        self.env["NEXU_HOME"] = str(home)
+        self.env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
+        self.env["PYTHONUNBUFFERED"] = "1"
+
+    def __call__(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,
+                 cwd: Optional[Path] = None, input: Optional[str] = None) -> Ran:
+        full_env = dict(self.env)
+        full_env.update(env or {})
+        proc = subprocess.run(
+            ENTRY_POINTS[self.entry] + [str(a) for a in args],
+            env=full_env, capture_output=True, text=True, timeout=timeout,
+            cwd=str(cwd or self.home), input=input if input is not None else "",
+            encoding="utf-8",
+        )
+        return Ran(proc)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty NEXU_HOME folder."""
+    h = tmp_path / "nexu"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def cli(home: Path) -> Cli:
+    """The CLI (`python -m libtv_fsm`) bound to the test's NEXU_HOME."""
+    return Cli(home)
+
+
+@pytest.fixture(params=sorted(ENTRY_POINTS))
+def any_cli(request: pytest.FixtureRequest, home: Path) -> Cli:
+    """The CLI through each of its three entry points in turn."""
+    if request.param == "console" and not Path(ENTRY_POINTS["console"][0]).exists() and not shutil.which("libtv-video"):
+        pytest.skip("console script not installed")
+    return Cli(home, request.param)
