@@ -29,6 +29,10 @@ class InvalidSessionId(InputError):
     """A session id that could escape a folder or is not an upstream id."""
 
 
+class UnknownSession(InputError):
+    """No journal exists for the session id."""
+
+
 class ConfigError(LibtvError):
     """Missing or broken ``libtv.json`` / API key."""
 

@@ -1,0 +1,304 @@
+"""The journal: the only code that writes session journals. One small interface, one JSONL store.
+
+Every line is one event with the session's sequence number (``seq``, 1, 2, ...). An append
+names the version it expects (the last seq it saw) and is refused under the lock if another
+process got there first: optimistic concurrency, the thing that makes "two waiters never both
+deliver" true. A torn or garbage line is skipped on read (and counted); the next append starts
+on a fresh line, so nothing earlier is lost. A future PostgreSQL journal implements the same
+``Journal`` interface with a unique (session_id, seq) key and nothing above it changes.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import attr
+from filelock import FileLock, Timeout
+
+from libtv_fsm.errors import ConcurrencyConflict, JournalError
+from libtv_fsm.events import Event, UnknownEvent, from_record, to_record
+from libtv_fsm.ids import validate_session_id
+
+JOURNAL_DIR = "libtv-journal"
+LOCK_TIMEOUT = 30.0
+
+AnyEvent = Union[Event, UnknownEvent]
+
+
+@attr.frozen
+class JournalRead:
+    """What reading one session's journal gave: its events in order, and what had to be skipped."""
+
+    entries: List[Tuple[int, AnyEvent]]
+    skipped: int = 0
+    problems: Tuple[str, ...] = ()
+
+    @property
+    def version(self) -> int:
+        return self.entries[-1][0] if self.entries else 0
+
+
+class Journal(ABC):
+    """Where session events live. Implementations: :class:`JsonlJournal` (one file per session)."""
+
+    @abstractmethod
+    def append(self, session_id: str, events: Sequence[Event], expected_version: int) -> int:
+        """Append ``events`` after ``expected_version``; return the new version.
+
+        Raises ConcurrencyConflict if the session's version is not ``expected_version``.
+        """
+
+    @abstractmethod
+    def read(self, session_id: str) -> JournalRead:
+        """Every readable event of the session, in order (empty if the session is unknown)."""
+
+    @abstractmethod
+    def session_ids(self) -> List[str]:
+        """Every session that has a journal."""
+
+    @abstractmethod
+    def exists(self, session_id: str) -> bool:
+        """Whether the session has a journal."""
+
+    @abstractmethod
+    def location(self, session_id: str) -> str:
+        """Where the session's journal is (a path, a table row): shown by ``history``."""
+
+    @abstractmethod
+    def claim_waiter(self, session_id: str) -> "WaiterClaim":
+        """Try to become the one waiter of the session; check ``claim.held``, release with ``release()``."""
+
+
+class WaiterClaim:
+    """The run lock of one session's waiter; ``held`` says whether this process got it."""
+
+    def __init__(self, lock: Optional[FileLock]) -> None:
+        self._lock = lock
+
+    @property
+    def held(self) -> bool:
+        return self._lock is not None
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "WaiterClaim":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+class JsonlJournal(Journal):
+    """One ``<session_id>.jsonl`` file per session under ``<home>/libtv-journal``, guarded by filelock."""
+
+    def __init__(self, home: Union[str, Path]) -> None:
+        self.root = Path(home) / JOURNAL_DIR
+        # (size, mtime_ns) -> version of files this process read or wrote: skips a re-read on append.
+        self._known: Dict[str, Tuple[Tuple[int, int], int]] = {}
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def path(self, session_id: str) -> Path:
+        return self.root / f"{validate_session_id(session_id)}.jsonl"
+
+    def location(self, session_id: str) -> str:
+        return str(self.path(session_id).resolve())
+
+    def exists(self, session_id: str) -> bool:
+        return self.path(session_id).is_file()
+
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as err:
+            raise JournalError(f"Cannot create the journal folder {self.root}: {err.strerror or err}") from None
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise JournalError(f"The journal {path.name} is locked by another process (waited {LOCK_TIMEOUT:.0f} s)") from None
+        except OSError as err:
+            raise JournalError(f"Cannot lock the journal {path}: {err.strerror or err}") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def read(self, session_id: str) -> JournalRead:
+        path = self.path(session_id)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+                stat = os.fstat(fh.fileno())
+        except FileNotFoundError:
+            return JournalRead([])
+        except OSError as err:
+            raise JournalError(f"Cannot read the journal {path}: {err.strerror or err}") from None
+        result = parse_lines(data)
+        self._known[session_id] = ((stat.st_size, stat.st_mtime_ns), result.version)
+        return result
+
+    def session_ids(self) -> List[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise JournalError(f"Cannot list the journal folder {self.root}: {err.strerror or err}") from None
+        ids = []
+        for name in names:
+            if name.endswith(".jsonl"):
+                sid = name[: -len(".jsonl")]
+                try:
+                    ids.append(validate_session_id(sid))
+                except Exception:
+                    continue  # a stray file, not one of ours
+        return sorted(ids)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, session_id: str, events: Sequence[Event], expected_version: int) -> int:
+        if not events:
+            return expected_version
+        path = self.path(session_id)
+        self._ensure_root()
+        with self._locked(path):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            except OSError as err:
+                raise JournalError(f"Cannot open the journal {path}: {err.strerror or err}") from None
+            try:
+                return self._append_locked(session_id, fd, events, expected_version)
+            finally:
+                os.close(fd)
+
+    def _append_locked(self, session_id: str, fd: int, events: Sequence[Event], expected_version: int) -> int:
+        stat = os.fstat(fd)
+        known = self._known.get(session_id)
+        if known is not None and known[0] == (stat.st_size, stat.st_mtime_ns):
+            version = known[1]
+        else:
+            version = parse_lines(_read_fd(fd)).version
+        if version != expected_version:
+            raise ConcurrencyConflict(
+                f"Session {session_id} changed meanwhile (at version {version}, expected {expected_version})"
+            )
+        lines = []
+        for offset, event in enumerate(events, start=1):
+            record = {"seq": version + offset}
+            record.update(to_record(event))
+            lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        payload = ("\n".join(lines) + "\n").encode("utf-8")
+        if stat.st_size and _last_byte(fd, stat.st_size) != b"\n":
+            payload = b"\n" + payload  # a torn last line stays a line of its own, skipped on read
+        try:
+            _write_all(fd, payload)
+            os.fsync(fd)
+        except OSError as err:
+            try:  # leave the file as it was: no half line for the next reader
+                os.ftruncate(fd, stat.st_size)
+            except OSError:
+                pass
+            reason = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+            raise JournalError(f"Could not write to the journal of session {session_id}: {reason}; nothing was recorded") from None
+        if stat.st_size == 0:
+            _fsync_dir(self.root)
+        new_version = version + len(events)
+        after = os.fstat(fd)
+        self._known[session_id] = ((after.st_size, after.st_mtime_ns), new_version)
+        return new_version
+
+    # -- the one waiter -----------------------------------------------------------------------
+
+    def claim_waiter(self, session_id: str) -> WaiterClaim:
+        path = self.path(session_id)
+        self._ensure_root()
+        lock = FileLock(str(path.with_suffix(".run.lock")), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            return WaiterClaim(None)
+        except OSError as err:
+            raise JournalError(f"Cannot lock {path.name} for its waiter: {err.strerror or err}") from None
+        return WaiterClaim(lock)
+
+
+def parse_lines(data: bytes) -> JournalRead:
+    """Read journal bytes: every whole, valid line whose ``seq`` continues the sequence, in order."""
+    entries: List[Tuple[int, AnyEvent]] = []
+    skipped = 0
+    problems: List[str] = []
+    version = 0
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            seq = record["seq"] if isinstance(record, dict) else None
+            if not isinstance(seq, int) or isinstance(seq, bool):
+                raise ValueError("no sequence number")
+            if seq != version + 1:
+                raise ValueError(f"sequence {seq} where {version + 1} was due")
+            fields = {k: v for k, v in record.items() if k != "seq"}
+            event = from_record(fields)
+        except Exception as err:  # a torn line, a hand edit, a record this version cannot read
+            skipped += 1
+            problems.append(f"line {number}: {_short(err)}")
+            continue
+        version = seq
+        entries.append((seq, event))
+    return JournalRead(entries, skipped, tuple(problems))
+
+
+def _short(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:120]
+
+
+def _read_fd(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _last_byte(fd: int, size: int) -> bytes:
+    return os.pread(fd, 1, size - 1) if hasattr(os, "pread") else _read_fd(fd)[-1:]
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,101 @@
+"""SessionStore: load sessions by replaying their journals, and record new events safely.
+
+The embedding API of CONTRACT section 6. Writes go through :meth:`SessionStore.record`:
+replay, check every new event against the machine, append with the version replay saw;
+if another process appended first, reload and decide again. So two processes can never
+both make the same transition (say, two waiters both delivering).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Union
+
+from libtv_fsm import events as ev
+from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
+from libtv_fsm.ids import validate_session_id
+from libtv_fsm.journal import Journal, JsonlJournal
+from libtv_fsm.machine import attached
+from libtv_fsm.replay import Session, apply, may, replay
+
+MAX_CONFLICT_RETRIES = 20
+
+
+class SessionStore:
+    """Sessions of one ``NEXU_HOME`` (or any :class:`Journal`)."""
+
+    def __init__(self, home: Union[str, Path, None] = None, journal: Optional[Journal] = None) -> None:
+        if home is None:
+            home = os.environ.get("NEXU_HOME") or os.path.expanduser("~/.nexu")
+        self.home = Path(home)
+        self.journal: Journal = journal if journal is not None else JsonlJournal(self.home)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exists(self, session_id: str) -> bool:
+        return self.journal.exists(validate_session_id(session_id))
+
+    def load(self, session_id: str) -> Session:
+        """Replay the session's journal; UnknownSession if it has none."""
+        session = self.replay(session_id)
+        if session.version == 0 and not self.journal.exists(session_id):
+            raise UnknownSession(f"Unknown session {session_id}: no journal for it in {self.home}")
+        return session
+
+    def replay(self, session_id: str) -> Session:
+        """Replay the session's journal; an unknown session replays to an empty ``created`` one."""
+        read = self.journal.read(validate_session_id(session_id))
+        return replay(session_id, read.entries, skipped_lines=read.skipped, problems=read.problems)
+
+    def sessions(self) -> List[Session]:
+        """Every known session, newest first (by creation time, then last change)."""
+        found = [self.replay(sid) for sid in self.journal.session_ids()]
+        return sorted(found, key=_newest_first_key, reverse=True)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def record(self, session_id: str, *events: ev.Event) -> Session:
+        """Append ``events`` if each is valid after the ones before it; return the new session.
+
+        Raises TransitionRefused (nothing written) if one is not valid in the state it would
+        arrive in; retries on a concurrent append, re-checking against what the other wrote.
+        """
+        return self.record_with(session_id, lambda _session: list(events))
+
+    def record_with(self, session_id: str, decide: Callable[[Session], List[ev.Event]]) -> Session:
+        """Like :meth:`record`, but ``decide`` picks the events from the freshly replayed session.
+
+        ``decide`` may run more than once (after a concurrent append); return [] to write nothing.
+        """
+        validate_session_id(session_id)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            session = self.replay(session_id)
+            new_events = decide(session)
+            if not new_events:
+                return session
+            expected = session.version
+            _check_and_apply(session, new_events)
+            try:
+                self.journal.append(session_id, new_events, expected)
+            except ConcurrencyConflict:
+                continue
+            return session
+        raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again")
+
+
+def _check_and_apply(session: Session, new_events: List[ev.Event]) -> None:
+    """Apply the events to the replayed session in memory, refusing the batch if one is invalid."""
+    version = session.version
+    for event in new_events:
+        ok, why = may(session, event)
+        if not ok:
+            raise TransitionRefused(f"Session {session.session_id}: {why}")
+        version += 1
+        with attached(session):
+            apply(session, version, event)
+
+
+def _newest_first_key(session: Session) -> tuple:
+    created = session.created_at.timestamp() if session.created_at else 0.0
+    updated = session.updated_at.timestamp() if session.updated_at else 0.0
+    return (created, updated, session.session_id)

@@ -1,0 +1,134 @@
+"""The JSONL journal: appends survive crashes and concurrency; reads skip what is broken, lose nothing."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from libtv_fsm import events as ev
+from libtv_fsm.errors import ConcurrencyConflict, InvalidSessionId, JournalError
+from libtv_fsm.journal import JsonlJournal, parse_lines
+from libtv_fsm.replay import replay
+from eventgen import T0, event_lists
+from test_replay import fingerprint
+
+
+def started(pid=1):
+    return ev.WaiterStarted(at=T0, pid=pid)
+
+
+def test_append_then_read_gives_the_events_back_in_order(home):
+    j = JsonlJournal(home)
+    assert j.append("s1", [started(1), started(2)], 0) == 2
+    assert j.append("s1", [started(3)], 2) == 3
+    read = j.read("s1")
+    assert [seq for seq, _ in read.entries] == [1, 2, 3]
+    assert [e.pid for _, e in read.entries] == [1, 2, 3]
+    assert read.skipped == 0 and j.session_ids() == ["s1"]
+
+
+def test_append_with_a_stale_version_is_refused_and_writes_nothing(home):
+    a, b = JsonlJournal(home), JsonlJournal(home)
+    a.append("s1", [started()], 0)
+    with pytest.raises(ConcurrencyConflict):
+        b.append("s1", [started()], 0)
+    assert a.read("s1").version == 1
+
+
+def test_a_torn_last_line_is_skipped_and_the_next_append_starts_a_fresh_line(home):
+    j = JsonlJournal(home)
+    j.append("s1", [started(1), started(2)], 0)
+    path = j.path("s1")
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq":3,"type":"waiter_star')  # a crash in the middle of a write
+    read = j.read("s1")
+    assert read.version == 2 and read.skipped == 1
+    assert JsonlJournal(home).append("s1", [started(3)], 2) == 3
+    read = j.read("s1")
+    assert [e.pid for _, e in read.entries] == [1, 2, 3] and read.skipped == 1
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_garbage_lines_are_skipped_and_reported(home):
+    j = JsonlJournal(home)
+    j.append("s1", [started(1)], 0)
+    with open(j.path("s1"), "ab") as fh:
+        fh.write(b"hello\n[1,2]\n{\"seq\": 9, \"type\": \"waiter_started\", \"at\": \"2026-01-01T00:00:00Z\"}\n")
+    j.append("s1", [started(2)], 1)
+    read = j.read("s1")
+    assert [e.pid for _, e in read.entries] == [1, 2]
+    assert read.skipped == 3 and len(read.problems) == 3
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=event_lists.filter(bool), data=st.data())
+def test_a_journal_cut_at_any_byte_replays_to_a_prefix_of_its_history(tmp_path, events, data):
+    home = Path(tempfile.mkdtemp(dir=tmp_path))
+    j = JsonlJournal(home)
+    j.append("s", events, 0)
+    whole = j.path("s").read_bytes()
+    cut = data.draw(st.integers(0, len(whole)))
+    read = parse_lines(whole[:cut])
+    n = len(read.entries)
+    assert read.entries == [(i, e) for i, e in enumerate(events[:n], start=1)]
+    assert fingerprint(replay("s", read.entries)) == fingerprint(replay("s", list(enumerate(events[:n], start=1))))
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".", "", "x" * 129, "a b", "a\\b", "é"])
+def test_hostile_session_ids_never_touch_a_path(home, bad):
+    with pytest.raises(InvalidSessionId):
+        JsonlJournal(home).append(bad, [started()], 0)
+    assert not (home / "libtv-journal").exists() or list((home / "libtv-journal").iterdir()) == []
+
+
+def test_an_unwritable_home_is_a_clear_journal_error(tmp_path):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("not a folder")
+        home = blocker / "nexu"  # cannot create a folder below a file, even as root
+    else:
+        home = tmp_path / "ro"
+        home.mkdir(mode=0o500)
+    with pytest.raises(JournalError, match="journal folder"):
+        JsonlJournal(home).append("s1", [started()], 0)
+
+
+APPENDER = textwrap.dedent("""
+    import sys
+    from libtv_fsm import events as ev
+    from libtv_fsm.store import SessionStore
+    home, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store = SessionStore(home)
+    for i in range(count):
+        store.record("shared", ev.WaiterStarted(at=ev.now(), pid=worker * 1000 + i))
+""")
+
+
+def test_concurrent_appenders_in_several_processes_lose_no_line(home):
+    workers, count = 4, 40
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(home), str(w), str(count)]) for w in range(workers)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * workers
+    read = JsonlJournal(home).read("shared")
+    assert read.skipped == 0
+    assert [seq for seq, _ in read.entries] == list(range(1, workers * count + 1))
+    pids = sorted(e.pid for _, e in read.entries)
+    assert pids == sorted(w * 1000 + i for w in range(workers) for i in range(count))
+
+
+def test_only_one_waiter_can_hold_a_session(home):
+    j = JsonlJournal(home)
+    first = j.claim_waiter("s1")
+    assert first.held
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from libtv_fsm.journal import JsonlJournal; "
+         "sys.exit(0 if JsonlJournal(sys.argv[1]).claim_waiter('s1').held else 5)", str(home)])
+    assert probe.returncode == 5
+    first.release()
+    assert j.claim_waiter("s1").held

@@ -1,0 +1,83 @@
+"""SessionStore: the embedding API, and a write side where two processes never make the same transition."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from libtv_fsm import SessionStore
+from libtv_fsm import events as ev
+from libtv_fsm.errors import TransitionRefused, UnknownSession
+from eventgen import T0, URLS
+from test_replay import submitted
+
+A = URLS[0]
+
+
+def test_load_replays_the_journal_and_sessions_are_newest_first(home):
+    store = SessionStore(home)
+    for i, sid in enumerate(["old", "new", "mid"]):
+        at = T0 + timedelta(minutes={"old": 0, "mid": 5, "new": 10}[sid])
+        store.record(sid, ev.Submitted(at=at, project_uuid=f"p{i}", project_url="u", text=sid, message=sid, auth_mode="nexu_gateway"))
+    store.record("mid", ev.Completed(at=T0, urls=(A,)))
+    s = SessionStore(home).load("mid")
+    assert (s.state, s.result_urls, s.delivery, s.delivered_at) == ("completed", [A], None, None)
+    assert [e.type for e in s.events] == ["submitted", "completed"]
+    assert [x.session_id for x in store.sessions()] == ["new", "mid", "old"]
+
+
+def test_loading_an_unknown_session_is_a_clear_error(home):
+    with pytest.raises(UnknownSession, match="Unknown session nope"):
+        SessionStore(home).load("nope")
+
+
+def test_an_invalid_transition_is_refused_and_nothing_is_written(home):
+    store = SessionStore(home)
+    store.record("s1", submitted(), ev.Failed(at=T0, reason="policy"))
+    with pytest.raises(TransitionRefused, match="not valid in state failed"):
+        store.record("s1", ev.Completed(at=T0, urls=(A,)))
+    with pytest.raises(TransitionRefused):  # a batch is all or nothing
+        store.record("s2", submitted(), ev.Delivered(at=T0))
+    assert store.load("s1").version == 2 and not store.exists("s2")
+
+
+RACER = textwrap.dedent("""
+    import sys, time
+    from libtv_fsm import events as ev
+    from libtv_fsm.errors import TransitionRefused
+    from libtv_fsm.store import SessionStore
+    home, start = sys.argv[1], float(sys.argv[2])
+    store = SessionStore(home)
+    url = store.load("race").result_urls[0]
+    while time.time() < start:
+        time.sleep(0.001)
+    try:
+        store.record("race", ev.DeliverySucceeded(at=ev.now(), url=url, sent_as="video"), ev.Delivered(at=ev.now()))
+    except TransitionRefused:
+        sys.exit(7)
+""")
+
+
+def test_many_processes_racing_to_deliver_one_session_deliver_it_once(home):
+    import time
+
+    store = SessionStore(home)
+    store.record("race", submitted(), ev.Completed(at=T0, urls=(A,)))
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(home), str(start)]) for _ in range(6)]
+    codes = sorted(p.wait(timeout=60) for p in procs)
+    assert codes == [0] + [7] * 5
+    s = store.load("race")
+    assert s.state == "delivered" and [e.type for e in s.events].count("delivered") == 1 and s.ignored == []
+
+
+def test_record_with_decides_from_the_fresh_state(home):
+    store = SessionStore(home)
+    store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
+    wanted = lambda s: [ev.DeliverySucceeded(at=T0, url=u, sent_as="video") for u in s.pending_urls]
+    store.record_with("s1", wanted)
+    again = store.record_with("s1", wanted)  # nothing pending: writes nothing
+    assert again.version == 3 and again.delivered == {A: "video"}
