@@ -21,8 +21,21 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one `❌` line on stdout, not a usage dump on stderr."""
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{message} (see `{self.prog} --help`)")
+        fail(f"{mask_keys(message)} (see `{self.prog} --help`)")
         raise SystemExit(2)
+
+
+_KEY_WORD = None
+
+
+def mask_keys(text: str) -> str:
+    """Mask anything shaped like an API key (a key pasted in the wrong place must not be echoed)."""
+    import re
+
+    global _KEY_WORD
+    if _KEY_WORD is None:
+        _KEY_WORD = re.compile(r"(mgk_|sk-libtv-)[^\s'\",)]{4,}")
+    return _KEY_WORD.sub(lambda m: m.group(1) + "****" + m.group(0)[-4:] if len(m.group(0)) > 12 else m.group(1) + "****", text)
 
 
 def say(line: str = "") -> None:
@@ -75,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LibtvError as err:
-        fail(str(err))
+        fail(mask_keys(str(err)))
         return err.exit_code
     except KeyboardInterrupt:
         fail("Interrupted")
