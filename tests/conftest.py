@@ -91,3 +91,13 @@ def any_cli(request: pytest.FixtureRequest, home: Path) -> Cli:
     if request.param == "console" and not Path(ENTRY_POINTS["console"][0]).exists() and not shutil.which("libtv-video"):
         pytest.skip("console script not installed")
     return Cli(home, request.param)
+
+
+@pytest.fixture
+def sim():  # type: ignore[no-untyped-def]
+    """A started loopback Simulator of every upstream (gateway, direct API, Feishu, CDN); stopped after the test."""
+    from libtv_fsm.sim import Simulator
+
+    with Simulator() as s:
+        yield s
+    assert not s.errors, "the simulator itself failed on a request:\n" + "\n".join(s.errors)
