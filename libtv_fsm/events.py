@@ -65,6 +65,7 @@ class PollAnswered(Event):
     urls: Tuple[str, ...] = ()
     last_result_seq: Optional[int] = None
     last_assistant_seq: Optional[int] = None
+    failure: Optional[str] = None
     source: str = "waiter"
 
 

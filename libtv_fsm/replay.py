@@ -52,6 +52,7 @@ class Session:
         self.polls = 0                        # polls answered this turn
         self.quiet_polls = 0                  # polls in a row that brought no new message
         self.failure_message: Optional[str] = None
+        self.reported_failure: Optional[str] = None   # a tool result of this turn said the job failed
         self.created_at: Optional[datetime] = None
         self.updated_at: Optional[datetime] = None
         self.submitted_at: Optional[datetime] = None
@@ -117,7 +118,7 @@ class Session:
         self.result_urls = []
         self.last_result_seq = self.last_assistant_seq = None
         self.polls = self.quiet_polls = 0
-        self.failure_message = None
+        self.failure_message = self.reported_failure = None
         self.submitted_at = e.at
         self.completed_at = self.delivered_at = self.timed_out_at = None
         self.attempts = {}
@@ -140,6 +141,8 @@ class Session:
             self.last_result_seq = max(self.last_result_seq or 0, e.last_result_seq)
         if e.last_assistant_seq is not None:
             self.last_assistant_seq = max(self.last_assistant_seq or 0, e.last_assistant_seq)
+        if e.failure:
+            self.reported_failure = e.failure
 
     def _fold_completed(self, e: ev.Completed) -> None:
         for url in e.urls:
@@ -154,8 +157,8 @@ class Session:
         self.timed_out_at = e.at
 
     def _fold_resumed(self, e: ev.Resumed) -> None:
+        # Notices stay: the chat hears "still generating" once per turn, however often it resumes.
         self.quiet_polls = 0
-        self.notices = [k for k in self.notices if k != "timeout"]
 
     def _fold_attempted(self, e: ev.DeliveryAttempted) -> None:
         self.attempts[e.url] = self.attempts.get(e.url, 0) + 1

@@ -21,11 +21,27 @@ DEFAULT_TIMEOUT: Tuple[float, float] = (10.0, 60.0)
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The most of a JSON body we read; a hostile upstream cannot make us hold more.
 MAX_JSON_BYTES = 8 * 1024 * 1024
+# The longest Retry-After we sleep inside one call; longer waits are the waiter's backoff's job.
+MAX_RETRY_AFTER = 10.0
+
+
+class _Retry(Retry):
+    """urllib3's Retry, but a `Retry-After: 3600` cannot stall one call for an hour."""
+
+    def get_retry_after(self, response: Any) -> Optional[float]:
+        seconds = super().get_retry_after(response)
+        return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+
+
+def _no_netrc(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    # A session-level auth, even a no-op one, stops requests from reading ~/.netrc, which
+    # would otherwise replace our `Authorization: Bearer` or add the user's own credentials.
+    return request
 
 
 def retry_policy(total: int = 3, backoff: float = 0.5) -> Retry:
-    """urllib3 retries for idempotent methods only, honouring Retry-After."""
-    return Retry(
+    """urllib3 retries for idempotent methods only, honouring Retry-After (capped)."""
+    return _Retry(
         total=total,
         connect=total,
         read=total,
@@ -50,6 +66,7 @@ def new_session(retries: Optional[Retry] = None, pool_size: int = 8) -> requests
     session.headers["User-Agent"] = f"libtv-fsm/{__version__}"
     # Proxies from the environment are the user's business; a .netrc must never add credentials.
     session.trust_env = True
+    session.auth = _no_netrc
     return session
 
 
@@ -69,7 +86,7 @@ def read_json(response: requests.Response, limit: int = MAX_JSON_BYTES) -> Any:
     """Parse a JSON body, reading at most ``limit`` bytes; ValueError if it is not JSON or too big."""
     import json
 
-    if response.raw is not None and not response._content_consumed:  # streamed: cap what we read
+    if response.raw is not None and not getattr(response, "_content_consumed", True):  # streamed: cap what we read
         chunks = []
         size = 0
         for chunk in response.iter_content(65536):

@@ -23,7 +23,7 @@ submitted = st.builds(
 poll = st.builds(
     ev.PollAnswered, at=times, after_seq=st.integers(0, 50), last_seq=st.integers(0, 60), new_messages=st.integers(0, 5),
     urls=st.lists(urls, max_size=3).map(tuple), last_result_seq=st.none() | st.integers(0, 60),
-    last_assistant_seq=st.none() | st.integers(0, 60),
+    last_assistant_seq=st.none() | st.integers(0, 60), failure=st.none() | text,
 )
 any_event = st.one_of(
     submitted,

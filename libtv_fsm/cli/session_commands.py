@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, Dict
 
-from libtv_fsm.cli import emit_json, not_implemented, say
+from libtv_fsm.cli import emit_json, say
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    for name in ("create-session", "wait-and-deliver", "recover"):
-        p = sub.add_parser(name)
-        p.set_defaults(func=not_implemented)
+    p = sub.add_parser("create-session", help="submit a request; a background waiter delivers the result to the chat")
+    p.add_argument("message", metavar="MESSAGE", nargs="?", help="the user's request, verbatim")
+    p.add_argument("--session-id", help="continue this session (a new turn)")
+    p.add_argument("--channel", help="chat channel the request came from (feishu, ...)")
+    p.add_argument("--chat-id", help="chat to deliver to: a group's oc_ id, or the sender's ou_ id")
+    p.set_defaults(func=create_session)
+
+    p = sub.add_parser("wait-and-deliver", help="blocking: poll to a final state, deliver, exit")
+    p.add_argument("--session-id", required=True)
+    p.add_argument("--project-id", help="the session's project (for a session this machine has no journal of)")
+    p.set_defaults(func=wait_and_deliver)
+
+    p = sub.add_parser("recover", help="list every session; re-check unfinished ones; restart lost waiters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=recover)
 
     p = sub.add_parser("history", help="the replayed event timeline of one session")
     p.add_argument("session_id", metavar="SESSION_ID")
@@ -18,17 +31,114 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=history)
 
 
-def _store() -> Any:
+def open_store() -> Any:
+    """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use."""
+    from libtv_fsm import events as ev
     from libtv_fsm.config import nexu_home
+    from libtv_fsm.readmodel import import_legacy
     from libtv_fsm.store import SessionStore
 
-    return SessionStore(nexu_home())
+    store = SessionStore(nexu_home())
+    import_legacy(store, ev.now())
+    return store
+
+
+def _backend(store: Any) -> Any:
+    from libtv_fsm.backends import open_backend
+    from libtv_fsm.config import require_api_key
+
+    return open_backend(require_api_key(store.home), os.environ)
+
+
+def create_session(args: argparse.Namespace) -> int:
+    from libtv_fsm import readmodel
+    from libtv_fsm.config import effective_ratio, load_config, with_ratio_hint
+    from libtv_fsm.errors import InputError
+    from libtv_fsm.spawn import spawn_waiter
+    from libtv_fsm.submit import note_for, resolve_target, submit, summary
+
+    text = (args.message or "").strip()
+    if not text:
+        raise InputError("Nothing to generate: pass the user's request as MESSAGE")
+    store = open_store()
+    config = load_config(store.home)
+    relayed = with_ratio_hint(text, effective_ratio(config, os.environ))
+    backend = _backend(store)
+    target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
+    session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
+    readmodel.refresh(store)
+    waiter = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() not in ("1", "true", "yes")
+    if waiter:
+        spawn_waiter(store.home, session.session_id)
+    emit_json(summary(session, target, note_for(session.session_id, target, waiter)))
+    return 0
+
+
+def wait_and_deliver(args: argparse.Namespace) -> int:
+    from libtv_fsm.config import require_api_key
+    from libtv_fsm.ids import validate_session_id
+    from libtv_fsm.waiter import Waiter, stderr_log
+
+    sid = validate_session_id(args.session_id)
+    store = open_store()
+    api_key = require_api_key(store.home)
+    if not store.exists(sid):
+        _adopt(store, sid, args.project_id, api_key)
+    code = Waiter(store, sid, api_key=api_key, env=os.environ, log=stderr_log(sid)).run()
+    emit_json({"sessionId": sid, "state": store.replay(sid).state})
+    return code
+
+
+def _adopt(store: Any, sid: str, project_id: Any, api_key: str) -> None:
+    """Start a journal for a session submitted elsewhere, so this waiter can take it over."""
+    from libtv_fsm import events as ev
+    from libtv_fsm.backends.base import canvas_url
+    from libtv_fsm.config import route_for_key
+    from libtv_fsm.submit import resolve_target
+
+    target = resolve_target(None, None, os.environ)
+    project = project_id or ""
+    store.record(sid, ev.Submitted(
+        at=ev.now(), project_uuid=project, project_url=canvas_url(project) if project else "", text="", message="",
+        auth_mode=route_for_key(api_key, os.environ).auth_mode, delivery=target.delivery, continued=True,
+    ))
+
+
+def recover(args: argparse.Namespace) -> int:
+    import sys
+
+    from libtv_fsm import readmodel
+    from libtv_fsm.config import load_config
+    from libtv_fsm.recovery import recover as run_recover
+    from libtv_fsm.spawn import spawn_waiter
+
+    store = open_store()
+    api_key = load_config(store.home).api_key
+    backend = _backend(store) if api_key else None
+
+    def spawn(sid: str) -> int:
+        return spawn_waiter(store.home, sid)
+
+    skip = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() in ("1", "true", "yes")
+    report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn,
+                         log=lambda line: print(line, file=sys.stderr))
+    readmodel.refresh(store)
+    if args.json:
+        emit_json({"sessions": report})
+        return 0
+    if not report:
+        say("No sessions yet.")
+    for s in report:
+        results = f"{len(s['result_urls'])} result(s)"
+        chat = f"{s['delivery']['channel']}:{s['delivery']['chat_id']}" if s["delivery"] else "no chat"
+        say(f"{s['session_id']}  {s['state']:<9}  {results:<12}  {chat}  waiter: {s['waiter']}  {s['submitted_text'][:40]!r}")
+    return 0
 
 
 def history(args: argparse.Namespace) -> int:
     from libtv_fsm.timeline import event_view, session_view
 
-    store = _store()
+    store = open_store()
     session = store.load(args.session_id)
     journal = store.journal.location(session.session_id)
     if args.json:
@@ -49,4 +159,6 @@ def history(args: argparse.Namespace) -> int:
         say(f"  uncertain: a send of {url} started but its outcome was never recorded")
     if session.skipped_lines:
         say(f"  {session.skipped_lines} unreadable journal line(s) skipped")
+        for problem in session.journal_problems:
+            say(f"    {problem}")
     return 0

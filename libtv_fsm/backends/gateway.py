@@ -1,0 +1,86 @@
+"""The Nexu gateway route (`mgk_` keys): plain JSON bodies, `X-API-KEY`, errors as `error.user_message`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+from libtv_fsm.backends import base
+from libtv_fsm.backends.base import Backend, Created, KeyStatus, Message, Task
+from libtv_fsm.backends.upload import check_upload, multipart
+from libtv_fsm.ids import validate_session_id
+from libtv_fsm.results import is_result_url
+
+if TYPE_CHECKING:
+    import requests
+
+
+class GatewayBackend(Backend):
+    auth_mode = "nexu_gateway"
+    key_prefix = "mgk_"
+
+    def auth_headers(self) -> Dict[str, str]:
+        return {"X-API-KEY": self._key}
+
+    def unwrap(self, response: "requests.Response") -> Any:
+        doc = self.read_body(response)
+        if not 200 <= response.status_code < 300:
+            raise base.error_for(response.status_code, base.upstream_text(doc), base.upstream_code(doc))
+        if doc is None:
+            base.bad(f"not JSON (HTTP {response.status_code})")
+        # A gateway that answers 200 with an error object still means no.
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+            raise base.error_for(response.status_code, base.upstream_text(doc), base.upstream_code(doc))
+        return doc
+
+    def key_status(self) -> KeyStatus:
+        return base.parse_key_status(self.call("GET", "/api/v1/key/status"))
+
+    def upload(self, path: Path) -> str:
+        upload = check_upload(path)
+        with multipart(upload) as (body, content_type):
+            doc = self.call("POST", "/libtv/v1/upload", data=body, headers={"Content-Type": content_type})
+        return base.expect_url(base.expect_dict(doc, "the upload"), "url", "the upload")
+
+    def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created:
+        body: Dict[str, str] = {}
+        if message is not None:
+            body["message"] = message
+        if session_id is not None:
+            body["sessionId"] = validate_session_id(session_id)
+        doc = base.expect_dict(self.call("POST", "/libtv/v1/session", json=body), "the session")
+        sid = base.expect_id(doc, "sessionId")
+        project = base.expect_id(doc, "projectUuid")
+        url = doc.get("projectUrl")
+        if not (isinstance(url, str) and url.startswith("https://") and not any(c.isspace() for c in url)):
+            url = base.canvas_url(project)
+        return Created(session_id=sid, project_uuid=project, project_url=url)
+
+    def query_session(self, session_id: str, after_seq: Optional[int] = None) -> List[Message]:
+        sid = validate_session_id(session_id)
+        params = {"afterSeq": int(after_seq)} if after_seq is not None else None
+        return base.parse_messages(self.call("GET", f"/libtv/v1/session/{sid}", params=params))
+
+    def results(self, session_id: str) -> List[str]:
+        sid = validate_session_id(session_id)
+        doc = base.expect_dict(self.call("GET", f"/libtv/v1/session/{sid}/results"), "the results")
+        urls = doc.get("urls")
+        if not isinstance(urls, list):
+            base.bad("results has no urls list")
+        found: List[str] = []
+        for url in urls:
+            if is_result_url(url, self.prefixes) and url not in found:
+                found.append(url)
+        return found
+
+    def tasks(self) -> List[Task]:
+        doc = base.expect_dict(self.call("GET", "/api/v1/tasks"), "the task list")
+        tasks = doc.get("tasks")
+        if tasks is None:
+            return []
+        if not isinstance(tasks, list):
+            base.bad("tasks is not a list")
+        return [base.parse_task(item) for item in tasks]
+
+    def change_project(self) -> str:
+        doc = base.expect_dict(self.call("POST", "/libtv/v1/session/change-project", json={}), "the project")
+        return base.expect_id(doc, "projectUuid")
