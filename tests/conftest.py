@@ -54,6 +54,10 @@ class Cli:
         self.home = home
         self.entry = entry
         self.env: Dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+        # Nothing a test runs may reach a real service: every upstream defaults to a closed
+        # loopback port until a test points it at the simulator.
+        for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL"):
+            self.env[var] = "http://127.0.0.1:9"
         self.env["NEXU_HOME"] = str(home)
         self.env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
         self.env["PYTHONUNBUFFERED"] = "1"
@@ -69,6 +73,17 @@ class Cli:
             encoding="utf-8",
         )
         return Ran(proc)
+
+
+@pytest.fixture(autouse=True)
+def no_real_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process code, too, sees every upstream on a closed loopback port unless a test says otherwise."""
+    for name in list(os.environ):
+        if name.startswith(_SCRUB):
+            monkeypatch.delenv(name)
+    for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.setenv("NEXU_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "libtv-fsm-tests-nexu-unused"))
 
 
 @pytest.fixture

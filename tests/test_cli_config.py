@@ -126,13 +126,16 @@ def test_setup_keeps_fields_the_user_added(cli: Cli) -> None:
 
 # --- check -----------------------------------------------------------------------------------
 
-def test_check_reports_the_local_configuration(any_cli: Cli) -> None:
+def test_check_reports_the_local_configuration_and_the_keys_remaining_uses(any_cli: Cli, sim: Any) -> None:
     write_config(any_cli.home, {"apiKey": GATEWAY_KEY, "videoRatio": "9:16"})
-    ran = any_cli("check", env={"LIBTV_GATEWAY_URL": "http://127.0.0.1:9/"})
+    sim.set_key(GATEWAY_KEY, remaining_uses=7, max_uses=10)
+    ran = any_cli("check", env={"LIBTV_GATEWAY_URL": sim.url + "/"})
     assert_ok(ran)
     assert "Auth mode: nexu_gateway" in ran.lines
     assert "API key: ****cdef" in ran.lines
-    assert "Base URL: http://127.0.0.1:9" in ran.lines
+    assert f"Base URL: {sim.url}" in ran.lines
+    assert "Remaining uses: 7/10" in ran.lines
+    assert [r.headers.get("X-API-KEY") for r in sim.requests_to("/api/v1/key/status")] == [GATEWAY_KEY]
     assert "Video ratio: 9:16 (from libtv.json)" in ran.lines
     assert f"Config file: {config_file(any_cli.home)}" in ran.lines
     assert_key_hidden(ran)
@@ -140,7 +143,7 @@ def test_check_reports_the_local_configuration(any_cli: Cli) -> None:
 
 def test_check_of_a_direct_key_shows_its_route_and_no_invented_remote_status(cli: Cli) -> None:
     write_config(cli.home, {"apiKey": DIRECT_KEY})
-    ran = cli("check", env={"LIBTV_VIDEO_RATIO": "21:9"})
+    ran = cli("check", env={"LIBTV_VIDEO_RATIO": "21:9", "LIBTV_DIRECT_BASE_URL": ""})  # "" = the default
     assert_ok(ran)
     assert "Auth mode: libtv_direct" in ran.lines
     assert "Base URL: https://im.liblib.tv" in ran.lines
@@ -167,6 +170,18 @@ def test_check_fails_with_one_clear_line(cli: Cli, content: Any, env: dict, star
     assert_key_hidden(ran)
 
 
+@pytest.mark.parametrize("error, words", [
+    ("invalid", "Invalid API Key"), ("exhausted", "Free trial uses exhausted"), ("expired", "Key expired"),
+    ("unavailable", "Service temporarily unavailable"),
+])
+def test_check_relays_what_upstream_says_of_the_key(cli: Cli, sim: Any, error: str, words: str) -> None:
+    write_config(cli.home, {"apiKey": GATEWAY_KEY})
+    sim.set_key(GATEWAY_KEY, error=error)
+    ran = cli("check", env={"LIBTV_GATEWAY_URL": sim.url})
+    assert_failed(ran, words)
+    assert_key_hidden(ran)
+
+
 def test_check_fails_through_every_entry_point(any_cli: Cli) -> None:
     assert_failed(any_cli("check"), "No API key configured")
     write_config(any_cli.home, "{ not json")
@@ -174,10 +189,10 @@ def test_check_fails_through_every_entry_point(any_cli: Cli) -> None:
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX file modes")
-def test_check_warns_about_a_config_file_others_can_read(cli: Cli) -> None:
+def test_check_warns_about_a_config_file_others_can_read(cli: Cli, sim: Any) -> None:
     write_config(cli.home, {"apiKey": GATEWAY_KEY})
     config_file(cli.home).chmod(0o644)
-    ran = cli("check")
+    ran = cli("check", env={"LIBTV_GATEWAY_URL": sim.url})
     assert_ok(ran)
     assert any("readable by other users" in line for line in ran.lines), ran
 
@@ -224,11 +239,11 @@ def test_update_ratio_mentions_an_environment_override(cli: Cli) -> None:
     assert read_config(cli.home) == {"videoRatio": "1:1"}
 
 
-def test_update_ratio_repairs_a_bad_stored_ratio(cli: Cli) -> None:
+def test_update_ratio_repairs_a_bad_stored_ratio(cli: Cli, sim: Any) -> None:
     write_config(cli.home, {"apiKey": GATEWAY_KEY, "videoRatio": "wide"})
     assert_failed(cli("check"), "Invalid videoRatio")
     assert_ok(cli("update-ratio", "--video-ratio", "16:9"))
-    assert_ok(cli("check"))
+    assert_ok(cli("check", env={"LIBTV_GATEWAY_URL": sim.url}))
 
 
 def test_remove_key_removes_only_the_key(any_cli: Cli) -> None:

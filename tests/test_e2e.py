@@ -281,3 +281,20 @@ def test_continuing_a_session_made_elsewhere_never_delivers_its_earlier_results(
     session = SessionStore(home).load(sid)
     assert session.result_urls and not set(session.result_urls) & set(earlier)
     assert len(chat(sim, GROUP)) == len(session.result_urls)
+
+
+def test_query_session_journals_new_results_and_answers_from_the_journal(skill, home, sim):
+    out = submit(skill, "a cat", "--channel", "feishu", "--chat-id", GROUP, env={"LIBTV_SKIP_BACKGROUND_WAITER": "1"})
+    sid = out["sessionId"]
+    sim.complete_now(sid)
+    ran = skill("query-session", sid)
+    assert ran.code == 0, ran
+    doc = ran.json()
+    assert doc["state"] == "completed" and doc["result_urls"] == sim.result_urls(sid)
+    assert doc["projectUrl"] == out["projectUrl"]
+    session = SessionStore(home).load(sid)
+    assert session.state == "completed" and [e.event.source for e in session.events if e.type == "poll_answered"] == ["query"]
+    assert sim.feishu.messages == []  # a query never delivers; the waiter (or recover) does
+    assert skill("recover", "--json").json()["sessions"][0]["waiter"] == "started"
+    wait_state(home, sid, "delivered")
+    assert len(chat(sim, GROUP)) == 1

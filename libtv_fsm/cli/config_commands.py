@@ -131,11 +131,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _remote_status(route: Route, api_key: str) -> None:
     """Query and print the key's upstream status (gateway keys: `Remaining uses: R/M`).
 
-    Not wired in yet: it prints nothing and raises nothing, so `check` reports only local
-    facts. When it is, it raises a LibtvError (an AuthError, a QuotaError...) for a key
-    upstream refuses, which `main` turns into the `❌` line.
+    A key upstream refuses raises a LibtvError (AuthError, QuotaError, ExpiredError...),
+    which `main` turns into the `❌` line. The direct API has no key-status call.
     """
-    return None
+    import os
+
+    from libtv_fsm.cli import say
+
+    if route.auth_mode != "nexu_gateway":
+        say("Key status: not available for sk-libtv- keys (the direct API has no status call)")
+        return
+    from libtv_fsm.backends import open_backend
+
+    status = open_backend(api_key, os.environ).key_status()
+    say(f"Remaining uses: {status.remaining_uses}/{status.max_uses}")
+    if status.expires_at:
+        say(f"Expires at: {status.expires_at}")
+    if status.remaining_uses <= 0:
+        from libtv_fsm.errors import QuotaError
+
+        raise QuotaError("Free trial uses exhausted")
 
 
 def cmd_update_key(args: argparse.Namespace) -> int:

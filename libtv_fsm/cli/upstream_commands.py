@@ -86,8 +86,37 @@ def cmd_query_session(args: argparse.Namespace) -> int:
     project_id = validate_project_id(args.project_id) if args.project_id else None
     backend = _backend()
     messages = backend.query_session(session_id, args.after_seq)
-    emit_json(query_view(session_id, messages, args.after_seq, project_id, backend.prefixes))
+    view = query_view(session_id, messages, args.after_seq, project_id, backend.prefixes)
+    journaled = _journal_query(session_id, messages, backend.prefixes)
+    if journaled is not None:
+        view.pop("result_urls", None)
+        view.pop("failure_message", None)
+        view.update(journaled)
+    emit_json(view)
     return 0
+
+
+def _journal_query(session_id: str, messages: Sequence["Message"], prefixes: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """For a session this machine journals: record what the query saw, and answer from the journal.
+
+    New results and a conclusion (completed / failed) go into the journal, so a running waiter
+    delivers them at its next step; the state shown is the journal's, this turn only.
+    """
+    from libtv_fsm.cli.session_commands import open_store
+    from libtv_fsm.waiter import observe
+
+    store = open_store()
+    if not store.exists(session_id):
+        return None
+    session = observe(store, session_id, messages, prefixes, "query", always=False)
+    view: Dict[str, Any] = {"state": session.state}
+    if session.result_urls:
+        view["result_urls"] = list(session.result_urls)
+    if session.failure_message is not None:
+        view["failure_message"] = session.failure_message
+    if session.project_url:
+        view["projectUrl"] = session.project_url
+    return view
 
 
 # --- download-results ------------------------------------------------------------------------
