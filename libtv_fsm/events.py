@@ -123,6 +123,9 @@ class DeliverySucceeded(Event):
     url: str
     sent_as: str
     message_id: str = ""
+    # True when the chat may show it twice: a resend after a crash on a platform that does not
+    # de-duplicate, or a give-up after two sends whose outcome was never recorded.
+    uncertain: bool = False
 
 
 @attr.frozen(kw_only=True)

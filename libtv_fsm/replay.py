@@ -61,6 +61,7 @@ class Session:
         self.timed_out_at: Optional[datetime] = None
         self.delivered: Dict[str, str] = {}   # url -> how it was sent; across turns: never twice
         self.attempts: Dict[str, int] = {}    # url -> attempts started without a recorded outcome
+        self.uncertain_deliveries: List[str] = []
         self.delivery_errors: Dict[str, str] = {}
         self.notices: List[str] = []          # notice kinds sent this turn ("failed", "timeout")
         self.downloads: Dict[str, str] = {}   # url -> local path
@@ -78,8 +79,10 @@ class Session:
 
     @property
     def uncertain_urls(self) -> List[str]:
-        """Results whose send started but whose outcome was never recorded (a crash mid-send)."""
-        return [u for u, n in self.attempts.items() if n > 0 and u not in self.delivered]
+        """Results whose send started but whose outcome was never recorded (a crash mid-send),
+        and results delivered without certainty that the chat shows them only once."""
+        in_doubt = [u for u, n in self.attempts.items() if n > 0 and u not in self.delivered]
+        return in_doubt + [u for u in self.uncertain_deliveries if u not in in_doubt]
 
     @property
     def is_final(self) -> bool:
@@ -165,6 +168,8 @@ class Session:
 
     def _fold_succeeded(self, e: ev.DeliverySucceeded) -> None:
         self.delivered.setdefault(e.url, e.sent_as)
+        if e.uncertain and e.url not in self.uncertain_deliveries:
+            self.uncertain_deliveries.append(e.url)
         self.attempts.pop(e.url, None)
         self.delivery_errors.pop(e.url, None)
 

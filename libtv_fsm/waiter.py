@@ -216,7 +216,7 @@ class Waiter:
             self.log(f"session {self.sid} completed with {len(session.result_urls)} result(s); no chat to deliver to")
             self.keep_copies(session)
             return EXIT_OK
-        from libtv_fsm.delivery import deliver_result
+        from libtv_fsm.delivery import deliver_result, dedupe_key
 
         try:
             channel = self.channel(session)
@@ -227,6 +227,21 @@ class Waiter:
         workdir = Path(self.store.home) / "libtv-tmp"
         stuck = False
         for url in session.pending_urls:
+            uncertain = False
+            in_doubt = session.attempts.get(url, 0)
+            if in_doubt and not channel.dedupes:
+                # A send started earlier and its outcome was never recorded; this platform would
+                # show a resend twice. Ask it where it can tell; else resend at most once.
+                found = channel.find_sent(target, dedupe_key(self.sid, url))
+                if found:
+                    self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as="reconciled", message_id=found))
+                    self.log(f"{url} was already in the chat (found {found}); not sent again")
+                    continue
+                if in_doubt >= 2:
+                    self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as="unknown", uncertain=True))
+                    self.log(f"{url}: two sends without a recorded outcome; not sending a third (uncertain)")
+                    continue
+                uncertain = True
             for attempt in range(1, self.settings.delivery_tries + 1):
                 self.record(ev.DeliveryAttempted(at=ev.now(), url=url, channel=channel.name, chat_id=target))
                 try:
@@ -240,7 +255,8 @@ class Waiter:
                     self.record(ev.DeliveryFailed(at=ev.now(), url=url, error=str(err), transient=False))
                     self.log(f"delivery of {url} failed: {err}")
                     break
-                self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as=outcome.sent_as, message_id=outcome.message_id))
+                self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as=outcome.sent_as,
+                                                 message_id=outcome.message_id, uncertain=uncertain))
                 self.log(f"delivered {url} as {outcome.sent_as}")
                 break
             else:
