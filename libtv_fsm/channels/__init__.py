@@ -15,8 +15,29 @@ ENTRY_POINT_GROUP = "libtv_fsm.channels"
 # name -> "module:attribute"; imported only when the channel is asked for.
 _BUILTINS: Dict[str, str] = {
     "feishu": "libtv_fsm.channels.feishu:FeishuChannel",
+    "telegram": "libtv_fsm.channels.telegram:TelegramChannel",
+    "slack": "libtv_fsm.channels.slack:SlackChannel",
+    "discord": "libtv_fsm.channels.discord:DiscordChannel",
+    "wecom": "libtv_fsm.channels.wecom:WecomChannel",
+    # Delegates to the running OpenClaw: `openclaw:<its channel>` (WhatsApp, WeCom bot mode, plugins).
+    "openclaw": "libtv_fsm.channels.openclaw:OpenClawChannel",
 }
 _ALIASES: Dict[str, str] = {"lark": "feishu"}
+# Channels an embedding runtime registered in this process (register_channel).
+_REGISTERED: Dict[str, Callable[..., Any]] = {}
+
+
+def register_channel(name: str, factory: Callable[..., Channel]) -> None:
+    """Make ``factory`` the channel called ``name`` in this process (an embedding runtime's own chat).
+
+    ``factory`` takes the same keywords as a plugin's (see :func:`get_channel`). Built-in names
+    cannot be taken. Only this process sees it: a detached waiter finds built-ins and entry points,
+    so a runtime that registers a channel here runs the :class:`~libtv_fsm.waiter.Waiter` itself.
+    """
+    key = (name or "").strip().lower()
+    if not key or ":" in key or key in _BUILTINS or key in _ALIASES:
+        raise errors.InputError(f"Cannot register a channel named '{name}'")
+    _REGISTERED[key] = factory
 
 
 def _entry_points() -> Dict[str, Any]:
@@ -41,7 +62,7 @@ def _entry_points() -> Dict[str, Any]:
 
 def channel_names() -> List[str]:
     """Every name `--channel` accepts: built-ins, their aliases, then plugins, sorted."""
-    return sorted(set(_BUILTINS) | set(_ALIASES) | set(_entry_points()))
+    return sorted(set(_BUILTINS) | set(_ALIASES) | set(_REGISTERED) | set(_entry_points()))
 
 
 def _split(name: str) -> Tuple[str, Optional[str]]:
@@ -54,6 +75,8 @@ def _factory(name: str) -> Optional[Callable[..., Any]]:
     if name in _BUILTINS:
         module, _, attr = _BUILTINS[name].partition(":")
         return getattr(importlib.import_module(module), attr)
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     ep = _entry_points().get(name)
     if ep is None:
         return None
@@ -83,4 +106,5 @@ def get_channel(name: str, env: Mapping[str, str] = os.environ,
     return channel
 
 
-__all__ = ["Channel", "PermissionDenied", "TooLarge", "channel_names", "get_channel", "ENTRY_POINT_GROUP"]
+__all__ = ["Channel", "PermissionDenied", "TooLarge", "channel_names", "get_channel", "register_channel",
+           "ENTRY_POINT_GROUP"]

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -25,6 +27,14 @@ class PermissionDenied(errors.PermanentError):
 
 class TooLarge(errors.PermanentError):
     """The platform refused a file for its size; the delivery step sends the URL instead."""
+
+
+class SendInDoubt(errors.TransientError):
+    """A send reached the platform but no answer came back: the message may or may not be in the chat.
+
+    On a platform that de-duplicates this is an ordinary transient error; on one that does not,
+    the waiter reconciles (``find_sent``) or resends at most once, as after a crash.
+    """
 
 
 class Channel(ABC):
@@ -203,8 +213,132 @@ def default_path_hint(env: Mapping[str, str]) -> str:
     return ", ".join(str(p) for p in openclaw_config_candidates(env))
 
 
+T = TypeVar("T")
+
+
+def pick_account(env: Mapping[str, str], channel: str,
+                 read: Callable[[Mapping[str, Any], str], Optional[T]]) -> Tuple[T, str, Mapping[str, Any]]:
+    """The credentials of ``channels.<channel>`` in openclaw.json: (what ``read`` made of them, where, account).
+
+    ``read(account, where)`` returns None when an account has no credentials. The channel's own
+    keys are its `default` account (OpenClaw moves them to ``accounts.default`` when a second
+    account is added); ``defaultAccount`` picks one by id, else the first enabled account with
+    credentials wins. ConfigError, naming the file, when nothing usable is there.
+    """
+    path, section = channel_section(env, channel)
+    if path is None:
+        raise errors.ConfigError(f"openclaw.json not found (looked for: {default_path_hint(env)})")
+    if is_disabled(section):
+        raise errors.ConfigError(f"channels.{channel} is disabled (enabled: false) in {path}")
+    accounts = list(iter_accounts(section))
+    if "default" not in dict(accounts):
+        accounts.insert(0, ("default", section))
+    default = section.get("defaultAccount")
+    for key, account in accounts:
+        if default and key != str(default):
+            continue
+        where = f"{path} (channels.{channel}" + (")" if account is section else f", account '{key}')")
+        if is_disabled(account):
+            if default:
+                raise errors.ConfigError(f"{channel} defaultAccount '{key}' is disabled in {path}")
+            continue
+        found = read(account, where)
+        if found is not None:
+            return found, where, account
+        if default:
+            raise errors.ConfigError(f"{channel} defaultAccount '{key}' in {path} has no credentials")
+    if default:
+        raise errors.ConfigError(f"{channel} defaultAccount '{default}' is not among channels.{channel}.accounts in {path}")
+    raise errors.ConfigError(f"no enabled account with credentials under channels.{channel} in {path}")
+
+
+def override_url(env: Mapping[str, str], var: str, fallback: str) -> str:
+    """A base URL from ``var`` (the simulator's way in), else ``fallback``; http(s) only, no trailing slash."""
+    value = (env.get(var) or "").strip() or fallback
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise errors.ConfigError(f"{var}: '{value[:100]}' is not an http(s) URL")
+    return value.rstrip("/")
+
+
+# ---- talking to a chat platform: bounded 429 waits, errors without secrets ----
+
+# A 429 is waited out inside the send this many times, each wait at most this long; after that it
+# is a transient error and the waiter's own backoff takes over.
+RATE_LIMIT_WAITS = 3
+RATE_LIMIT_MAX_SECONDS = 30.0
+
+
+class RateLimit:
+    """The 429 waits of one send; ``wait`` sleeps out one, or raises UnavailableError when spent."""
+
+    def __init__(self, platform: str, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.platform = platform
+        self.sleep = sleep
+        self.waits = 0
+
+    def wait(self, retry_after: Any, what: str) -> None:
+        try:
+            seconds = float(retry_after)
+        except (TypeError, ValueError):
+            seconds = 1.0  # a 429 without a usable hint: a short pause, still bounded
+        if self.waits >= RATE_LIMIT_WAITS or seconds != seconds:  # NaN guard
+            raise errors.UnavailableError(f"{self.platform} {what}: still rate limited after {self.waits} wait(s)",
+                                          status=429)
+        self.waits += 1
+        self.sleep(min(max(seconds, 0.0), RATE_LIMIT_MAX_SECONDS))
+
+
+def request_error(err: requests.RequestException, platform: str, what: str, url: str,
+                  sent_message: bool) -> errors.TransientError:
+    """The error for a failed call, naming only the host (a Telegram URL holds the token).
+
+    ``sent_message``: the call posts a chat message, so a timeout or a dropped connection after the
+    request went out leaves it in doubt (SendInDoubt) rather than plainly failed.
+    """
+    host = urlsplit(url).netloc
+    never_sent = isinstance(err, requests.ConnectTimeout) or "NewConnectionError" in repr(err) \
+        or "NameResolution" in repr(err)
+    if isinstance(err, requests.Timeout):
+        text = f"{platform} {what}: timed out talking to {host}"
+    else:
+        text = f"{platform} {what}: cannot reach {host} ({type(err).__name__})"
+    if sent_message and not never_sent and isinstance(err, (requests.Timeout, requests.ConnectionError)):
+        return SendInDoubt(text + "; the message may have been sent")
+    return errors.NetworkError(text)
+
+
+def response_json(response: requests.Response) -> Any:
+    """The body as JSON (capped), or None when it is not JSON; the response is closed either way."""
+    from libtv_fsm.transport import read_json
+
+    try:
+        return read_json(response)
+    except (ValueError, requests.RequestException):
+        return None
+    finally:
+        response.close()
+
+
+def scrub(text: Any, *secrets: Optional[str]) -> str:
+    """A platform's error text, cut short, with every secret we hold masked (it could echo them)."""
+    out = str(text or "")
+    for secret in secrets:
+        if secret:
+            out = out.replace(secret, "****")
+    return out[:500]
+
+
+def close_fields(encoder: Any) -> None:
+    """Close the file handles of a requests_toolbelt MultipartEncoder."""
+    for value in getattr(encoder, "fields", {}).values():
+        if isinstance(value, tuple) and len(value) > 1 and hasattr(value[1], "close"):
+            value[1].close()
+
+
 __all__ = [
-    "Channel", "PermissionDenied", "TooLarge", "MB", "channel_section", "iter_accounts",
+    "Channel", "PermissionDenied", "TooLarge", "SendInDoubt", "MB", "channel_section", "iter_accounts",
     "resolve_secret", "load_openclaw_config", "openclaw_config_candidates", "is_disabled",
-    "default_path_hint",
+    "default_path_hint", "pick_account", "override_url", "RateLimit", "request_error", "response_json",
+    "scrub", "close_fields",
 ]

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from libtv_fsm.sim import cdn as cdn_routes
+from libtv_fsm.sim import discord as discord_sim
 from libtv_fsm.sim import libtv
+from libtv_fsm.sim import slack as slack_sim
+from libtv_fsm.sim import telegram as telegram_sim
+from libtv_fsm.sim import wecom as wecom_sim
 from libtv_fsm.sim.cdn import Cdn
 from libtv_fsm.sim.faults import fault_reply
 from libtv_fsm.sim.feishu import FeishuSim
@@ -38,6 +42,12 @@ class Simulator:
     DIRECT_KEY = "sk-libtv-sim-test-key-0001"
     FEISHU_APP_ID = "cli_sim"
     FEISHU_APP_SECRET = "sim_feishu_secret_0001"
+    TELEGRAM_BOT_TOKEN = "123456789:SIMtelegramTokenAAAAAAAAAAAAAAAAAAA"
+    SLACK_BOT_TOKEN = "xoxb-sim-0001-slack-bot-token"
+    DISCORD_BOT_TOKEN = "sim.discord.bot-token-0001"
+    WECOM_CORP_ID = "wwsimcorp0001"
+    WECOM_CORP_SECRET = "sim_wecom_secret_0001"
+    WECOM_AGENT_ID = 1000002
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host
@@ -55,8 +65,18 @@ class Simulator:
         self.direct_legacy_upload = False
         # Delay for an injected "hang" fault.
         self.hang_seconds = 3.0
+        # Where an injected "redirect" fault points (None: an unroutable off-host URL).
+        self.redirect_to: Optional[str] = None
         self.cdn = Cdn()
         self.feishu = FeishuSim(self)
+        self.telegram = telegram_sim.TelegramSim(self)
+        self.slack = slack_sim.SlackSim(self)
+        self.discord = discord_sim.DiscordSim(self)
+        self.wecom = wecom_sim.WecomSim(self)
+        # Injected faults on these routes answer in the platform's own shape (e.g. its 429).
+        self._shaped_faults: Dict[str, Callable[[str], Reply]] = {
+            "telegram": self.telegram.fault, "slack": self.slack.fault, "discord": self.discord.fault,
+            "wecom": self.wecom.fault}
         # Replaceable so a test can move time without sleeping.
         self.clock: Callable[[], float] = time.time
         self.stopping = threading.Event()
@@ -108,6 +128,16 @@ class Simulator:
             "LIBTV_EXTRA_RESULT_PREFIXES": self.url + "/cdn/",
             "FEISHU_APP_ID": self.FEISHU_APP_ID,
             "FEISHU_APP_SECRET": self.FEISHU_APP_SECRET,
+            "LIBTV_TELEGRAM_API_ROOT": self.url,
+            "TELEGRAM_BOT_TOKEN": self.TELEGRAM_BOT_TOKEN,
+            "LIBTV_SLACK_API_URL": self.url + slack_sim.API_PREFIX,
+            "SLACK_BOT_TOKEN": self.SLACK_BOT_TOKEN,
+            "LIBTV_DISCORD_API_URL": self.url + discord_sim.PREFIX,
+            "DISCORD_BOT_TOKEN": self.DISCORD_BOT_TOKEN,
+            "LIBTV_WECOM_BASE_URL": self.url + wecom_sim.PREFIX,
+            "WECOM_CORP_ID": self.WECOM_CORP_ID,
+            "WECOM_CORP_SECRET": self.WECOM_CORP_SECRET,
+            "WECOM_AGENT_ID": str(self.WECOM_AGENT_ID),
         }
 
     # -- test controls -----------------------------------------------------------------------
@@ -219,7 +249,8 @@ class Simulator:
             return text_reply(404, "<html><body>404 Not Found</body></html>")
         style, handler = route
         if fault and fault != "hang":
-            return fault_reply(fault, style)
+            shaped = self._shaped_faults.get(style)
+            return shaped(fault) if shaped else fault_reply(fault, style, redirect_to=self.redirect_to, request=rec)
         reply = handler(rec)
         if fault == "hang":
             reply.delay = max(reply.delay, self.hang_seconds)
@@ -234,4 +265,12 @@ class Simulator:
             return "feishu", self.feishu.handle
         if path.startswith("/cdn/"):
             return "cdn", lambda rec: cdn_routes.serve(self, rec)
+        if path.startswith("/bot"):
+            return "telegram", self.telegram.handle
+        if path.startswith(("/slack/api/", "/slack/upload/")):
+            return "slack", self.slack.handle
+        if path.startswith(discord_sim.PREFIX + "/"):
+            return "discord", self.discord.handle
+        if path.startswith(wecom_sim.PREFIX + "/"):
+            return "wecom", self.wecom.handle
         return None

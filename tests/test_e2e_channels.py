@@ -1,0 +1,260 @@
+"""Every chat channel of CONTRACT section 7 end to end: the real CLI and the real waiter against the simulator.
+
+Telegram, Slack, Discord and WeCom are answered by the loopback simulator; the `openclaw`
+delegate by tests/fixtures/openclaw, a fake `openclaw` command that records what it was asked.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import pytest
+
+from conftest import ENTRY_POINTS, Cli
+from libtv_fsm import SessionStore
+
+FAKE_OPENCLAW = Path(__file__).resolve().parent / "fixtures" / "openclaw"
+TG_CHAT, TG_TOPIC = "-1001234567890", 42
+SLACK_CHANNEL = "C0LIBTV01"
+DISCORD_CHANNEL = "123456789012345678"
+WECOM_USER = "zhangsan"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _ext_kind(name: str) -> str:
+    return "video" if name.lower().endswith((".mp4", ".mov", ".webm")) else "image"
+
+
+def _openclaw_calls(sim: Any) -> List[Dict[str, Any]]:
+    path = Path(sim.openclaw_record)
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@dataclass
+class Platform:
+    """How one channel is addressed, where its sends land, and how to read what the chat received."""
+
+    channel: str
+    chat_id: str
+    # (kind, text) of every message the chat received, in order; kind is video, image or text
+    received: Callable[[Any], List[Tuple[str, str]]]
+    send_path: Callable[[Any], Optional[str]]  # where a file message lands (for injected faults)
+    dedupes: bool
+    shrink: Callable[[Any, Cli], None]  # make the platform refuse the result for its size
+    credentials: Tuple[str, ...]  # env vars that hold its credentials
+    missing: str  # words of the reason create-session gives without them
+
+
+def _telegram(sim: Any) -> List[Tuple[str, str]]:
+    names = {"video": "video", "photo": "image", "text": "text"}
+    return [(names[m["kind"]], m.get("text", "")) for m in sim.telegram.chat(TG_CHAT, TG_TOPIC)]
+
+
+def _slack(sim: Any) -> List[Tuple[str, str]]:
+    return [(_ext_kind(m["files"][0]["name"]) if m["kind"] == "file" else "text", m["text"])
+            for m in sim.slack.chat(SLACK_CHANNEL)]
+
+
+def _discord(sim: Any) -> List[Tuple[str, str]]:
+    return [(_ext_kind(m["attachments"][0]["filename"]) if m["attachments"] else "text", m["content"])
+            for m in sim.discord.chat(DISCORD_CHANNEL)]
+
+
+def _wecom(sim: Any) -> List[Tuple[str, str]]:
+    return [(m["msgtype"], m["content"].get("content", "")) for m in sim.wecom.chat(WECOM_USER)]
+
+
+def _openclaw(sim: Any) -> List[Tuple[str, str]]:
+    out = []
+    for call in _openclaw_calls(sim):
+        if not call["sent"]:
+            continue
+        flags = call["flags"]
+        assert flags["channel"] == "whatsapp" and flags["target"] == "+15551234567" and flags.get("json"), call
+        if "media" in flags:
+            assert call["media_size"], "the media file must exist while openclaw runs"
+            out.append((_ext_kind(flags["media"]), ""))
+        else:
+            out.append(("text", flags["message"]))
+    return out
+
+
+def _set(attr: str, value: Any) -> Callable[[Any, Cli], None]:
+    def shrink(sim: Any, cli: Cli) -> None:
+        platform, field = attr.split(".")
+        setattr(getattr(sim, platform), field, value)
+    return shrink
+
+
+def _wecom_shrink(sim: Any, cli: Cli) -> None:
+    sim.wecom.limits["video"] = 1024
+
+
+def _openclaw_shrink(sim: Any, cli: Cli) -> None:
+    cli.env["FAKE_OPENCLAW_MAX_MB"] = "0.001"
+
+
+PLATFORMS = {
+    "telegram": Platform("telegram", f"telegram:{TG_CHAT}:topic:{TG_TOPIC}", _telegram,
+                         lambda sim: f"/bot{sim.TELEGRAM_BOT_TOKEN}/sendVideo", False,
+                         _set("telegram.upload_limit", 1024), ("TELEGRAM_BOT_TOKEN",), "TELEGRAM_BOT_TOKEN"),
+    "slack": Platform("slack", f"channel:{SLACK_CHANNEL}", _slack,
+                      lambda sim: "/slack/api/files.completeUploadExternal", False,
+                      _set("slack.upload_limit", 1024), ("SLACK_BOT_TOKEN",), "SLACK_BOT_TOKEN"),
+    "discord": Platform("discord", f"channel:{DISCORD_CHANNEL}", _discord,
+                        lambda sim: f"/discord/api/v10/channels/{DISCORD_CHANNEL}/messages", True,
+                        _set("discord.upload_limit", 1024), ("DISCORD_BOT_TOKEN",), "DISCORD_BOT_TOKEN"),
+    "wecom": Platform("wecom", f"wecom:{WECOM_USER}", _wecom, lambda sim: "/cgi-bin/message/send", True,
+                      _wecom_shrink, ("WECOM_CORP_ID", "WECOM_CORP_SECRET", "WECOM_AGENT_ID"), "WECOM_CORP_ID"),
+    "openclaw": Platform("openclaw:whatsapp", "+15551234567", _openclaw, lambda sim: None, False,
+                         _openclaw_shrink, ("LIBTV_OPENCLAW_BIN",), "openclaw command was not found"),
+}
+EVERY = pytest.mark.parametrize("name", sorted(PLATFORMS))
+
+
+@pytest.fixture
+def skill(home: Path, sim: Any, tmp_path: Path) -> Cli:
+    """The CLI pointed at the simulator (and the fake openclaw), fast polling, a gateway key."""
+    cli = Cli(home)
+    cli.env.update(sim.env())
+    sim.openclaw_record = str(tmp_path / "openclaw-calls.jsonl")
+    cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2",
+                    "LIBTV_WAIT_TIMEOUT_SECONDS": "60", "LIBTV_OPENCLAW_BIN": str(FAKE_OPENCLAW),
+                    "FAKE_OPENCLAW_RECORD": sim.openclaw_record})
+    assert cli("setup", "--api-key", "mgk_sim_test_key_0001").code == 0
+    return cli
+
+
+def submit(skill: Cli, p: Platform, text: str, background: bool = False, env: Optional[Dict[str, str]] = None) -> str:
+    extra = dict(env or {})
+    if not background:
+        extra["LIBTV_SKIP_BACKGROUND_WAITER"] = "1"
+    ran = skill("create-session", text, "--channel", p.channel, "--chat-id", p.chat_id, env=extra)
+    assert ran.code == 0 and ran.json()["deliverable"] is True, ran
+    return ran.json()["sessionId"]
+
+
+def history(skill: Cli, sid: str) -> Dict[str, Any]:
+    ran = skill("history", sid, "--json")
+    assert ran.code == 0, ran
+    return ran.json()
+
+
+@EVERY
+def test_a_video_and_an_image_reach_the_chat_natively_through_the_detached_waiter(skill, home, sim, name):
+    p = PLATFORMS[name]
+    sid = submit(skill, p, "poster and trailer [sim:image+video]", background=True)
+    wait_for(lambda: SessionStore(home).replay(sid).state == "delivered", 30, "delivery")
+    assert sorted(kind for kind, _ in p.received(sim)) == ["image", "video"]
+    assert not history(skill, sid).get("uncertain_urls")
+
+
+@EVERY
+def test_a_result_the_platform_refuses_for_size_arrives_as_one_text_with_its_url(skill, home, sim, name):
+    p = PLATFORMS[name]
+    p.shrink(sim, skill)
+    sid = submit(skill, p, "a cat")
+    ran = skill("wait-and-deliver", "--session-id", sid)
+    assert ran.code == 0, ran
+    url = SessionStore(home).load(sid).result_urls[0]
+    received = p.received(sim)
+    assert [kind for kind, _ in received] == ["text"] and url in received[0][1]
+
+
+@EVERY
+def test_a_failed_job_sends_one_text_with_the_reason(skill, home, sim, name):
+    p = PLATFORMS[name]
+    sid = submit(skill, p, "something forbidden [sim:fail]")
+    assert skill("wait-and-deliver", "--session-id", sid).code == 3
+    assert skill("wait-and-deliver", "--session-id", sid).code == 3
+    received = p.received(sim)
+    assert len(received) == 1 and received[0][0] == "text" and "Content policy violation" in received[0][1]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PLATFORMS) if n != "openclaw"])
+def test_a_rate_limit_is_waited_out_not_failed(skill, home, sim, name):
+    p = PLATFORMS[name]
+    sim.inject(p.send_path(sim), "429")
+    sid = submit(skill, p, "a cat")
+    ran = skill("wait-and-deliver", "--session-id", sid)
+    assert ran.code == 0, ran
+    assert [kind for kind, _ in p.received(sim)] == ["video"]
+    assert len(sim.requests_to(p.send_path(sim))) == 2  # the refused send and the one after the wait
+    assert not [e for e in history(skill, sid)["events"] if e["type"] == "delivery_failed"]
+
+
+@EVERY
+def test_a_waiter_killed_mid_send_and_restarted_never_shows_a_result_more_than_twice(skill, home, sim, name):
+    p = PLATFORMS[name]
+    hang: Dict[str, str] = {}
+    if p.send_path(sim) is None:
+        hang["FAKE_OPENCLAW_HANG"] = "3"
+    else:
+        sim.hang_seconds = 3.0
+        sim.inject(p.send_path(sim), "hang")  # the message lands, its answer is slow
+    sid = submit(skill, p, "a cat")
+    env = dict(skill.env, **hang)
+    waiter = subprocess.Popen(ENTRY_POINTS["module"] + ["wait-and-deliver", "--session-id", sid], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: p.received(sim), 30, "the first send to land")
+    os.killpg(waiter.pid, signal.SIGKILL)
+    waiter.wait(timeout=10)
+    url = SessionStore(home).load(sid).result_urls[0]
+    assert SessionStore(home).load(sid).uncertain_urls == [url]  # the attempt is in doubt
+    again = skill("wait-and-deliver", "--session-id", sid, env={"FAKE_OPENCLAW_HANG": ""})
+    assert again.code == 0, again
+    doc = history(skill, sid)
+    assert doc["state"] == "delivered"
+    shown = [kind for kind, _ in p.received(sim)]
+    if p.dedupes or name == "slack":
+        # Discord's nonce / WeCom's duplicate check drop the resend; Slack's history shows it was sent.
+        assert shown == ["video"] and not doc.get("uncertain_urls")
+    else:
+        # Telegram and the delegate cannot tell: one resend at most, and the result is flagged.
+        assert shown == ["video", "video"] and doc["uncertain_urls"] == [url]
+    if name == "slack":
+        assert [e["sent_as"] for e in doc["events"] if e["type"] == "delivery_succeeded"] == ["reconciled"]
+
+
+@EVERY
+def test_without_credentials_a_submit_says_it_cannot_deliver_and_why(skill, home, sim, name):
+    p = PLATFORMS[name]
+    env = {var: "" for var in p.credentials}
+    if name == "openclaw":
+        env["LIBTV_OPENCLAW_BIN"] = str(home / "no-such-openclaw")
+    ran = skill("create-session", "a cat", "--channel", p.channel, "--chat-id", p.chat_id,
+                env=dict(env, LIBTV_SKIP_BACKGROUND_WAITER="1"))
+    assert ran.code == 0, ran
+    out = ran.json()
+    assert out["deliverable"] is False and out["channel"] == p.channel and p.missing in out["note"], out
+    for secret in (sim.TELEGRAM_BOT_TOKEN, sim.SLACK_BOT_TOKEN, sim.DISCORD_BOT_TOKEN, sim.WECOM_CORP_SECRET):
+        assert secret not in ran.out
+
+
+def test_a_delegated_send_that_never_answers_is_resent_once_and_flagged_not_looped(skill, home, sim):
+    p = PLATFORMS["openclaw"]
+    sid = submit(skill, p, "a cat")
+    # Every call records the send, then outlives the timeout: the outcome is never known.
+    ran = skill("wait-and-deliver", "--session-id", sid,
+                env={"FAKE_OPENCLAW_HANG": "5", "LIBTV_OPENCLAW_TIMEOUT_SECONDS": "0.5"})
+    assert ran.code == 0, ran
+    doc = history(skill, sid)
+    url = SessionStore(home).load(sid).result_urls[0]
+    assert [kind for kind, _ in p.received(sim)] == ["video", "video"]  # one resend, never a third
+    assert doc["state"] == "delivered" and doc["uncertain_urls"] == [url]
+    assert not [e for e in doc["events"] if e["type"] == "delivery_failed"]
