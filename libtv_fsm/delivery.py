@@ -5,7 +5,6 @@ import os
 import posixpath
 import re
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Optional
@@ -21,8 +20,9 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
 # (connect, read): the read timeout bounds every single read of the body.
 DOWNLOAD_TIMEOUT = (10.0, 60.0)
-# A body that trickles in under the read timeout must still end some time.
-DOWNLOAD_DEADLINE_SECONDS = 900.0
+# A body that trickles in under the read timeout must still end some time: this many times the
+# transport's deadline (900 s by default), enforced by its watchdog.
+DOWNLOAD_DEADLINE_FACTOR = 3.0
 MAX_REDIRECTS = 5
 CHUNK_BYTES = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -112,8 +112,8 @@ def download(http: requests.Session, url: str, out: BinaryIO, limit: int) -> int
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            response = request(http, "GET", current, stream=True, timeout=DOWNLOAD_TIMEOUT,
-                               allow_redirects=False, headers={"Accept-Encoding": "identity"})
+            response = request(http, "GET", current, stream=True, timeout=DOWNLOAD_TIMEOUT, allow_redirects=False,
+                               headers={"Accept-Encoding": "identity"}, deadline=download_deadline())
         except requests.RequestException as err:
             raise errors.NetworkError(f"Download of {_short(url)} failed ({type(err).__name__})") from None
         with response:
@@ -124,6 +124,13 @@ def download(http: requests.Session, url: str, out: BinaryIO, limit: int) -> int
                 continue
             return _stream_body(response, url, out, limit)
     raise errors.NetworkError(f"Download of {_short(url)} failed (too many redirects)")
+
+
+def download_deadline() -> float:
+    """How long one result download may take in all (the watchdog cuts it after that)."""
+    from libtv_fsm.transport import default_deadline
+
+    return default_deadline() * DOWNLOAD_DEADLINE_FACTOR
 
 
 def same_host(origin: SplitResult, hop: SplitResult) -> bool:
@@ -147,18 +154,21 @@ def _stream_body(response: requests.Response, url: str, out: BinaryIO, limit: in
     declared = _content_length(response)
     if declared is not None and declared > limit:
         raise _NotFetched(f"larger than the {_mb(limit)} the chat accepts")
+    from libtv_fsm.transport import deadline_passed
+
     size = 0
-    deadline = time.monotonic() + DOWNLOAD_DEADLINE_SECONDS
     try:
         for chunk in response.iter_content(CHUNK_BYTES):
             size += len(chunk)
             if size > limit:
                 raise _NotFetched(f"larger than the {_mb(limit)} the chat accepts")
             out.write(chunk)
-            if time.monotonic() > deadline:
-                raise errors.NetworkError(f"Download of {_short(url)} took too long")
     except requests.RequestException as err:
+        if deadline_passed(response):
+            raise errors.NetworkError(f"Download of {_short(url)} took too long") from None
         raise errors.NetworkError(f"Download of {_short(url)} broke off ({type(err).__name__})") from None
+    if deadline_passed(response):  # cut at the deadline right at the end of a chunk
+        raise errors.NetworkError(f"Download of {_short(url)} took too long")
     if (declared is not None and size != declared) or size == 0:
         raise errors.NetworkError(f"Download of {_short(url)} was incomplete ({size} bytes)")
     return size

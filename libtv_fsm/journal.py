@@ -20,9 +20,11 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import attr
 from filelock import FileLock, Timeout
 
+from libtv_fsm import failpoints
 from libtv_fsm.errors import ConcurrencyConflict, JournalError
 from libtv_fsm.events import Event, UnknownEvent, from_record, to_record
 from libtv_fsm.ids import validate_session_id
+from libtv_fsm.intents import IntentStore
 
 JOURNAL_DIR = "libtv-journal"
 LOCK_TIMEOUT = 30.0
@@ -70,8 +72,12 @@ class Journal(ABC):
         """Where the session's journal is (a path, a table row): shown by ``history``."""
 
     @abstractmethod
-    def claim_waiter(self, session_id: str) -> "WaiterClaim":
-        """Try to become the one waiter of the session; check ``claim.held``, release with ``release()``."""
+    def claim_waiter(self, session_id: str, wait: float = 0.0) -> "WaiterClaim":
+        """Try (for up to ``wait`` seconds) to become the one waiter of the session; check ``claim.held``."""
+
+    def intents(self) -> "Optional[IntentStore]":
+        """Where ``create-session`` writes down a submit before sending it (None: not supported here)."""
+        return None
 
 
 class WaiterClaim:
@@ -197,10 +203,15 @@ class JsonlJournal(Journal):
                 f"Session {session_id} changed meanwhile (at version {version}, expected {expected_version})"
             )
         lines = []
+        types = []
         for offset, event in enumerate(events, start=1):
             record = {"seq": version + offset}
             record.update(to_record(event))
+            types.append(str(record.get("type")))
             lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        if failpoints.ARMED:
+            for kind in types:
+                failpoints.hit("before_append:" + kind)
         payload = ("\n".join(lines) + "\n").encode("utf-8")
         if stat.st_size and _last_byte(fd, stat.st_size) != b"\n":
             payload = b"\n" + payload  # a torn last line stays a line of its own, skipped on read
@@ -216,17 +227,23 @@ class JsonlJournal(Journal):
             raise JournalError(f"Could not write to the journal of session {session_id}: {reason}; nothing was recorded") from None
         if stat.st_size == 0:
             _fsync_dir(self.root)
+        if failpoints.ARMED:
+            for kind in types:
+                failpoints.hit("after_append:" + kind)
         new_version = version + len(events)
         after = os.fstat(fd)
         self._known[session_id] = ((after.st_size, after.st_mtime_ns), new_version)
         return new_version
 
+    def intents(self) -> IntentStore:
+        return IntentStore(self.root)
+
     # -- the one waiter -----------------------------------------------------------------------
 
-    def claim_waiter(self, session_id: str) -> WaiterClaim:
+    def claim_waiter(self, session_id: str, wait: float = 0.0) -> WaiterClaim:
         path = self.path(session_id)
         self._ensure_root()
-        lock = FileLock(str(path.with_suffix(".run.lock")), timeout=0)
+        lock = FileLock(str(path.with_suffix(".run.lock")), timeout=max(0.0, wait))
         try:
             lock.acquire()
         except Timeout:

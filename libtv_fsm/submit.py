@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import attr
 
 from libtv_fsm import events as ev
-from libtv_fsm.errors import ConfigError, InputError
+from libtv_fsm.errors import ConfigError, InputError, JournalError, LibtvError, TransientError
 from libtv_fsm.ids import validate_session_id
 from libtv_fsm.machine import POLLING, SUBMITTED
 
@@ -70,8 +70,38 @@ def submission_point(backend: Any, session_id: str) -> int:
     return max((m.seq for m in messages), default=0)
 
 
+def intent_record(text: str, relayed: str, auth_mode: str, session_id: Optional[str], after_seq: int,
+                  target: Target) -> Dict[str, Any]:
+    """What a submit intent holds: enough to write the Submitted event without the process that began it."""
+    delivery = target.delivery
+    return {
+        "at": ev.format_time(ev.now()), "text": text, "message": relayed, "auth_mode": auth_mode,
+        "session_id": session_id, "after_seq": after_seq,
+        "delivery": {"channel": delivery.channel, "chat_id": delivery.chat_id} if delivery else None,
+    }
+
+
+def submitted_event(record: Mapping[str, Any], session_id: str, project_uuid: str, project_url: str,
+                    at: Optional[Any] = None) -> ev.Submitted:
+    """The Submitted event of an intent whose request LibTV accepted as ``session_id``."""
+    requested = record.get("session_id") or None
+    delivery = record.get("delivery")
+    target = (ev.Delivery(str(delivery["channel"]), str(delivery["chat_id"]))
+              if isinstance(delivery, dict) and delivery.get("channel") and delivery.get("chat_id") else None)
+    return ev.Submitted(
+        at=at or ev.now(), project_uuid=project_uuid, project_url=project_url, text=str(record.get("text") or ""),
+        message=str(record.get("message") or ""), auth_mode=str(record.get("auth_mode") or ""),
+        after_seq=int(record.get("after_seq") or 0) if session_id == requested else 0,
+        delivery=target, continued=bool(requested),
+    )
+
+
 def submit(store: Any, backend: Any, text: str, relayed: str, *, session_id: Optional[str], target: Target) -> Tuple[Any, ev.Submitted]:
-    """Create (or continue) the session upstream and journal it; returns (session, event)."""
+    """Create (or continue) the session upstream and journal it; returns (session, event).
+
+    The request is written down (a submit intent) before it is sent, and the session id as soon
+    as LibTV answers, so a crash or a lost answer leaves something `recover` can finish.
+    """
     after_seq = 0
     if session_id:
         validate_session_id(session_id)
@@ -79,13 +109,50 @@ def submit(store: Any, backend: Any, text: str, relayed: str, *, session_id: Opt
         if local.state in (SUBMITTED, POLLING):
             raise InputError(f"Session {session_id} is still generating; wait for its result or start a new session")
         after_seq = max(local.last_seq, submission_point(backend, session_id))
-    created = backend.create_session(relayed, session_id)
-    event = ev.Submitted(
-        at=ev.now(), project_uuid=created.project_uuid, project_url=created.project_url, text=text, message=relayed,
-        auth_mode=backend.auth_mode, after_seq=after_seq if created.session_id == session_id else 0,
-        delivery=target.delivery, continued=bool(session_id),
-    )
-    session = store.record(created.session_id, event)
+    record = intent_record(text, relayed, backend.auth_mode, session_id, after_seq, target)
+    intents = store.journal.intents() if hasattr(store.journal, "intents") else None
+    intent = None
+    if intents is not None:
+        try:
+            intent = intents.begin(record)
+        except JournalError as err:
+            raise JournalError(f"{err}; nothing was sent to LibTV") from None
+    try:
+        created = backend.create_session(relayed, session_id)
+    except TransientError as err:
+        # The answer was lost, not necessarily the request: LibTV may be generating already.
+        if intent is not None:
+            intent.release()
+            err.message = f"{err.message} (if LibTV got the request, `recover` will find the session and deliver it)"
+            err.args = (err.message,)
+        raise
+    except LibtvError:
+        if intent is not None:
+            intent.finish()  # a definite no: nothing upstream to find
+        raise
+    except BaseException:
+        if intent is not None:
+            intent.release()  # interrupted mid-call: leave it for recover
+        raise
+    if intent is not None:
+        try:
+            intent.update(created={"session_id": created.session_id, "project_uuid": created.project_uuid,
+                                   "project_url": created.project_url})
+        except JournalError:
+            pass  # recover can still find it upstream by its words; the journal write below matters more
+    event = submitted_event(record, created.session_id, created.project_uuid, created.project_url)
+    try:
+        session = store.record(created.session_id, event)
+    except JournalError as err:
+        if intent is not None:
+            intent.release()
+        raise JournalError(f"{err}. LibTV accepted the request as session {created.session_id}; "
+                           f"run `recover` when the journal can be written again to pick it up") from None
+    if intent is not None:
+        try:
+            intent.finish()
+        except JournalError:
+            intent.release()  # recover will see the journal already has it
     return session, event
 
 

@@ -22,6 +22,9 @@ from libtv_fsm.replay import Session
 from libtv_fsm.results import is_complete, read_batch, result_prefixes
 
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_TIMEOUT, EXIT_BUSY = 0, 1, 3, 4, 5
+# `recover` probes the run lock for a moment to see whether a waiter is alive; a waiter starting
+# just then waits this long instead of leaving the session without one.
+CLAIM_WAIT_SECONDS = 0.25
 WAITING = (SUBMITTED, POLLING)
 
 
@@ -144,7 +147,7 @@ class Waiter:
     # -- the whole run -------------------------------------------------------------------------
 
     def run(self) -> int:
-        claim = self.store.journal.claim_waiter(self.sid)
+        claim = self.store.journal.claim_waiter(self.sid, wait=CLAIM_WAIT_SECONDS)
         if not claim.held:
             self.log(f"another waiter is already working on session {self.sid}; nothing to do")
             return EXIT_BUSY
@@ -216,6 +219,7 @@ class Waiter:
             self.log(f"session {self.sid} completed with {len(session.result_urls)} result(s); no chat to deliver to")
             self.keep_copies(session)
             return EXIT_OK
+        from libtv_fsm.channels.base import SendInDoubt
         from libtv_fsm.delivery import deliver_result, dedupe_key
 
         try:
@@ -247,6 +251,18 @@ class Waiter:
                 try:
                     outcome = deliver_result(channel, target, self.sid, url, http=self.http, workdir=workdir)
                 except TransientError as err:
+                    if isinstance(err, SendInDoubt) and not channel.dedupes:
+                        # No answer to a send that went out: as after a crash, the attempt stays in
+                        # doubt (no outcome recorded); reconcile, else resend once, never a third time.
+                        self.log(f"delivery of {url} (try {attempt}): {err}")
+                        found = channel.find_sent(target, dedupe_key(self.sid, url))
+                        if found or uncertain:
+                            self.record(ev.DeliverySucceeded(at=ev.now(), url=url, message_id=found or "",
+                                                             sent_as="reconciled" if found else "unknown",
+                                                             uncertain=uncertain or not found))
+                            break
+                        uncertain = True
+                        continue
                     self.record(ev.DeliveryFailed(at=ev.now(), url=url, error=str(err), transient=True))
                     self.log(f"delivery of {url} failed (try {attempt}), will retry: {err}")
                     self.sleep(backoff.delay(attempt - 1, self.settings.first_interval, self.settings.max_interval))

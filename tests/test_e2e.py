@@ -78,6 +78,7 @@ def test_a_video_request_reaches_the_group_chat_once(skill, home, sim, route):
     assert out["status"] == "submitted" and out["deliverable"] is True and out["channel"] == "feishu"
     sid = out["sessionId"]
     wait_state(home, sid, "delivered")
+    wait_for(lambda: waiter_gone(home, sid), 30, "the background waiter to exit")  # it keeps a local copy last
     received = chat(sim, GROUP)
     assert [m["msg_type"] for m in received] == ["media"] and received[0]["receive_id_type"] == "chat_id"
     # the relayed words carry the ratio hint; the journal keeps the user's own words

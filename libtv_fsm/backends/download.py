@@ -6,7 +6,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from libtv_fsm.errors import BadResponse, InputError, NetworkError, UpstreamError
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 # A hostile or broken CDN must not fill the disk.
 MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024
+# One download may take this many times the transport's deadline (an hour by default): a result
+# can be large, but a CDN that trickles must not hold the command forever.
+DEADLINE_FACTOR = 12.0
 CHUNK = 1024 * 1024
 _KNOWN_EXTS = frozenset({"mp4", "mov", "webm", "m4v", "png", "jpg", "jpeg", "webp", "gif"})
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -51,8 +54,9 @@ def target_in(folder: Path, name: str) -> Path:
 
 
 def download(session: "requests.Session", url: str, folder: Path, stem: str, prefixes: Sequence[str],
-             timeout: Tuple[float, float] = (10.0, 60.0), limit: int = MAX_DOWNLOAD_BYTES) -> Path:
-    """Stream one result URL to ``folder/<stem>.<ext>`` (written whole or not at all)."""
+             timeout: Tuple[float, float] = (10.0, 60.0), limit: int = MAX_DOWNLOAD_BYTES,
+             progress: Optional[Callable[[int], None]] = None) -> Path:
+    """Stream one result URL to ``folder/<stem>.<ext>`` (written whole or not at all); ``progress(n)`` per chunk."""
     import requests
 
     from libtv_fsm import transport
@@ -62,7 +66,8 @@ def download(session: "requests.Session", url: str, folder: Path, stem: str, pre
     try:
         # The CDN gets no credentials, but a redirect is still not followed: it would leave the
         # allowed result prefixes.
-        response = transport.request(session, "GET", url, stream=True, timeout=timeout)
+        response = transport.request(session, "GET", url, stream=True, timeout=timeout,
+                                     deadline=transport.default_deadline() * DEADLINE_FACTOR)
         with response:
             if response.status_code != 200:
                 raise error_for(response.status_code, f"Download failed (HTTP {response.status_code})")
@@ -70,7 +75,7 @@ def download(session: "requests.Session", url: str, folder: Path, stem: str, pre
             if declared and declared.isdigit() and int(declared) > limit:
                 raise BadResponse(f"Result is larger than {limit // 1048576} MB")
             target = target_in(folder, f"{stem}.{extension_for(url, response.headers.get('Content-Type'))}")
-            _stream_to(response, target, limit)
+            _stream_to(response, target, limit, progress)
             return target
     except UpstreamError:
         raise
@@ -80,7 +85,8 @@ def download(session: "requests.Session", url: str, folder: Path, stem: str, pre
         raise BadResponse(f"Download failed ({type(err).__name__})") from None
 
 
-def _stream_to(response: "requests.Response", target: Path, limit: int) -> None:
+def _stream_to(response: "requests.Response", target: Path, limit: int,
+               progress: Optional[Callable[[int], None]] = None) -> None:
     fd, tmp = tempfile.mkstemp(dir=str(target.parent), prefix=f".{target.name}.", suffix=".part")
     try:
         size = 0
@@ -90,6 +96,12 @@ def _stream_to(response: "requests.Response", target: Path, limit: int) -> None:
                 if size > limit:
                     raise BadResponse(f"Result is larger than {limit // 1048576} MB")
                 handle.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        from libtv_fsm.transport import deadline_passed
+
+        if deadline_passed(response):  # cut off at the deadline: what arrived is not the whole result
+            raise NetworkError("Network error: the download took too long and was cut off")
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a result is the user's ordinary file
         os.replace(tmp, str(target))  # replaces a symlink itself, never writes through it
     except BaseException:

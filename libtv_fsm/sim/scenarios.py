@@ -5,8 +5,10 @@ import re
 from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
-# Faults a poll can answer with instead of the session's messages.
-POLL_FAULTS = frozenset({"500", "502", "503", "429", "reset", "html", "hang", "malformed", "forbidden"})
+from libtv_fsm.sim.faults import FAULTS
+
+# Faults a poll can answer with instead of the session's messages (the list lives with the replies).
+POLL_FAULTS = FAULTS
 
 # "[sim:name]" in a user message picks a named scenario, so a CLI subprocess test can choose by text.
 TAG_RE = re.compile(r"\[sim:([A-Za-z0-9_+.\-]+)\]")
