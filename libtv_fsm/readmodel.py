@@ -17,9 +17,9 @@ from typing import Any, Dict, List
 from filelock import FileLock, Timeout
 
 from libtv_fsm import events as ev
-from libtv_fsm.machine import COMPLETED, DELIVERED, FAILED, TIMEOUT
 from libtv_fsm.replay import Session
-from libtv_fsm.timeline import delivery_view
+from libtv_fsm.legacy import legacy_from_view, legacy_status, sync_read_model  # noqa: F401 (legacy_status: API)
+from libtv_fsm.timeline import session_view
 
 READ_MODEL = "libtv-sessions.json"
 IMPORT_MARKER = ".legacy-imported"
@@ -27,36 +27,9 @@ MAX_SESSIONS = 50
 CANVAS = "https://www.liblib.tv/canvas?projectId="
 
 
-def legacy_status(state: str) -> str:
-    if state in (COMPLETED, DELIVERED):
-        return "completed"
-    if state in (FAILED, TIMEOUT):
-        return state
-    return "submitted"
-
-
 def legacy_record(session: Session) -> Dict[str, Any]:
-    """One session in the legacy shape."""
-    fmt = ev.format_time
-    record: Dict[str, Any] = {
-        "session_id": session.session_id,
-        "project_uuid": session.project_uuid,
-        "status": legacy_status(session.state),
-        "submitted_text": session.submitted_text[:80],
-        "auth_mode": session.auth_mode,
-        "delivery": delivery_view(session),
-        "created_at": fmt(session.created_at) if session.created_at else None,
-        "updated_at": fmt(session.updated_at) if session.updated_at else None,
-    }
-    if session.result_urls:
-        record["result_urls"] = list(session.result_urls)
-    if session.completed_at:
-        record["completed_at"] = fmt(session.completed_at)
-    if session.failure_message is not None:
-        record["failure_message"] = session.failure_message
-    if session.delivered_at:
-        record["delivered_at"] = fmt(session.delivered_at)
-    return record
+    """One session in the legacy shape (built from its view, as the snapshot index builds it)."""
+    return legacy_from_view(session_view(session))
 
 
 def build(sessions: List[Session]) -> List[Dict[str, Any]]:
@@ -68,20 +41,28 @@ def build(sessions: List[Session]) -> List[Dict[str, Any]]:
 
 def write(home: Path, sessions: List[Session]) -> Path:
     """Rebuild the read model atomically; a lock keeps a slower writer from overwriting a newer one."""
+    return write_text(Path(home), json.dumps(build(sessions), ensure_ascii=False, indent=1))
+
+
+def write_text(home: Path, text: str) -> Path:
+    """Replace the read model with ``text`` atomically, under its lock."""
     path = Path(home) / READ_MODEL
     lock = FileLock(str(path) + ".lock", timeout=10)
     try:
         with lock:
-            _write_atomic(path, json.dumps(build(sessions), ensure_ascii=False, indent=1))
+            _write_atomic(path, text)
     except Timeout:
         pass  # another process is rebuilding it from the same journals right now
     return path
 
 
 def refresh(store: Any) -> None:
-    """Rebuild the read model from every journal of ``store`` (best effort: it is only a cache)."""
+    """Rebuild the read model from every journal of ``store`` (best effort: it is only a cache).
+
+    From the snapshot index: a session that did not change since the last listing is not replayed.
+    """
     try:
-        write(store.home, store.sessions())
+        sync_read_model(store.home, store.summaries())
     except OSError:
         pass
 

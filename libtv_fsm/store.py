@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Union
 
 from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
@@ -17,6 +17,9 @@ from libtv_fsm.ids import validate_session_id
 from libtv_fsm.journal import Journal, JsonlJournal
 from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
+
+if TYPE_CHECKING:
+    from libtv_fsm.snapshots import Summary
 
 MAX_CONFLICT_RETRIES = 20
 
@@ -51,6 +54,27 @@ class SessionStore:
         """Every known session, newest first (by creation time, then last change)."""
         found = [self.replay(sid) for sid in self.journal.session_ids()]
         return sorted(found, key=_newest_first_key, reverse=True)
+
+    def summaries(self) -> List["Summary"]:
+        """Every known session as a listing shows it, newest first, in the order of :meth:`sessions`.
+
+        With the JSONL journal this reads the snapshot index and replays only the sessions
+        whose journal changed since it was written; the answer is the same as a full replay.
+        """
+        from libtv_fsm import snapshots
+
+        if self.snapshots_home() is not None:
+            return snapshots.list_sessions(self.home)
+        return [snapshots.Summary.of(session, None) for session in self.sessions()]
+
+    def snapshots_home(self) -> Optional[Path]:
+        """The home whose snapshot cache mirrors this store's journal, or None (another kind of journal)."""
+        from libtv_fsm.snapshots import JOURNAL_DIR
+
+        journal = self.journal
+        if isinstance(journal, JsonlJournal) and Path(journal.root) == self.home / JOURNAL_DIR:
+            return self.home
+        return None
 
     # -- writing ------------------------------------------------------------------------------
 

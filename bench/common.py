@@ -1,0 +1,106 @@
+"""What every benchmark shares: a clean environment, CLI subprocesses, a home full of sessions, one table row."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+CLI = [sys.executable, "-m", "libtv_fsm"]
+BASELINE = [sys.executable, "-c", "import json, urllib.request"]
+_SCRUB = ("LIBTV_", "OPENCLAW_", "FEISHU_", "NEXU_", "TELEGRAM_", "SLACK_", "DISCORD_", "WECOM_")
+
+
+class Row(dict):
+    """One line of the table: what, the figure, the target, PASS/FAIL (or INFO), how it was measured."""
+
+    def __init__(self, what: str, figure: str, target: str = "", ok: Optional[bool] = None, note: str = "") -> None:
+        super().__init__(what=what, figure=figure, target=target,
+                         verdict="INFO" if ok is None else ("PASS" if ok else "FAIL"), note=note)
+
+
+def clean_env(home: Path, **extra: str) -> Dict[str, str]:
+    """The developer's environment without anything that could point the CLI elsewhere; no upstream reachable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
+    for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL"):
+        env[var] = "http://127.0.0.1:9"
+    env["NEXU_HOME"] = str(home)
+    env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
+    env.update(extra)
+    return env
+
+
+def run(args: Sequence[str], env: Dict[str, str], cwd: Optional[Path] = None) -> float:
+    """Wall seconds of one subprocess, which must succeed."""
+    start = time.perf_counter()
+    proc = subprocess.run(list(args), env=env, cwd=str(cwd) if cwd else None, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[2:]} failed ({proc.returncode}): {proc.stdout[-400:]!r} {proc.stderr[-800:]!r}")
+    return took
+
+
+def median_ms(times: List[float]) -> float:
+    return statistics.median(times) * 1000
+
+
+def percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def fill_home(home: Path, count: int, in_flight: int = 0, run_locks: bool = True) -> List[str]:
+    """``count`` sessions (the last ``in_flight`` of them still waiting), written as journal files directly.
+
+    One template journal, serialized once through the real converter, is stamped per session:
+    10,000 journal appends with an fsync each would take minutes and measure the disk, not us.
+    """
+    from libtv_fsm import events as ev
+    from libtv_fsm.journal import JOURNAL_DIR
+
+    at = ev.now() - timedelta(days=1)
+    url = "https://libtv-res.liblib.art/claw/SID.mp4"
+    done: List[ev.Event] = [
+        ev.Submitted(at=at, project_uuid="proj-SID", project_url="https://www.liblib.tv/canvas?projectId=proj-SID",
+                     text="a cat surfing SID", message="a cat surfing SID, video ratio 16:9", auth_mode="nexu_gateway",
+                     delivery=ev.Delivery("feishu", "oc_group_SID")),
+        ev.WaiterStarted(at=at, pid=4242),
+        *[ev.PollAnswered(at=at, after_seq=1, last_seq=1, new_messages=0) for _ in range(4)],
+        ev.PollAnswered(at=at, after_seq=1, last_seq=3, new_messages=2, urls=(url,), last_result_seq=2, last_assistant_seq=3),
+        ev.Completed(at=at, urls=(url,)),
+        ev.DeliveryAttempted(at=at, url=url, channel="feishu", chat_id="oc_group_SID"),
+        ev.DeliverySucceeded(at=at, url=url, sent_as="video", message_id="om_SID"),
+        ev.Delivered(at=at),
+        ev.Downloaded(at=at, url=url, path="/tmp/SID.mp4"),
+    ]
+    waiting = done[:3]
+
+    def text(events: List[Any]) -> str:
+        lines = []
+        for seq, event in enumerate(events, start=1):
+            record = {"seq": seq}
+            record.update(ev.to_record(event))
+            lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+        return "\n".join(lines) + "\n"
+
+    final_text, waiting_text = text(done), text(waiting)
+    root = home / JOURNAL_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for i in range(count):
+        sid = f"sess-{i:05d}"
+        body = (waiting_text if i >= count - in_flight else final_text).replace("SID", sid)
+        # Creation times one second apart, so "newest first" has work to do.
+        body = body.replace(ev.format_time(at), ev.format_time(at + timedelta(seconds=i)))
+        (root / f"{sid}.jsonl").write_text(body, encoding="utf-8")
+        (root / f"{sid}.jsonl.lock").touch()
+        if run_locks:
+            (root / f"{sid}.run.lock").touch()
+        ids.append(sid)
+    return ids
