@@ -8,10 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional
 
-_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _extra in (os.path.join(_root, "vendor"), _root):
-    if os.path.isdir(_extra) and _extra not in sys.path:
-        sys.path.insert(0, _extra)
+import _skill_folder  # noqa: E402  (beside this script: sys.path and the Python check)
+
+_skill_folder.prepare()
 
 
 class _Parser(argparse.ArgumentParser):

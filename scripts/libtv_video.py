@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
-"""The skill's command line, runnable as a plain script from the skill folder."""
-import os
+# /// script
+# requires-python = ">=3.9"
+# dependencies = [
+#     "transitions>=0.9.0",
+#     "attrs>=23.1.0",
+#     "cattrs>=23.2.0",
+#     "requests>=2.31.0",
+#     "urllib3>=1.26.0",
+#     "filelock>=3.12.0",
+#     "requests-toolbelt>=1.0.0",
+#     "multipart>=1.1",
+# ]
+# ///
+"""The skill's command line, runnable as a plain script from the skill folder (or with `uv run` from a checkout)."""
 import sys
 
-_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _extra in (os.path.join(_root, "vendor"), _root):
-    if os.path.isdir(_extra) and _extra not in sys.path:
-        sys.path.insert(0, _extra)
+import _skill_folder  # noqa: E402  (beside this script: sys.path and the Python check)
+
+_skill_folder.prepare()
 
 from libtv_fsm.cli import main  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple, Type
 from urllib.parse import quote
 
 import attrs
@@ -302,7 +302,8 @@ class Backend(abc.ABC):
     def key_status(self) -> KeyStatus: ...
 
     @abc.abstractmethod
-    def upload(self, path: Path) -> str: ...
+    def upload(self, path: Path, progress: Optional[Callable[[int, int], None]] = None) -> str:
+        """Stream an image or video upstream; its URL. ``progress(sent, total)`` follows the body."""
 
     @abc.abstractmethod
     def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created: ...

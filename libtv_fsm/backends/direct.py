@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from libtv_fsm.backends import base
 from libtv_fsm.backends.base import Backend, Created, KeyStatus, Message, Task
@@ -45,15 +45,15 @@ class DirectBackend(Backend):
     def key_status(self) -> KeyStatus:
         raise PermanentError("Key status is only available for mgk_ keys")
 
-    def upload(self, path: Path) -> str:
+    def upload(self, path: Path, progress: Optional[Callable[[int, int], None]] = None) -> str:
         upload = check_upload(path)
         try:
-            with multipart(upload) as (body, content_type):
+            with multipart(upload, progress=progress) as (body, content_type):
                 doc = self.call("POST", UPLOAD_PATH, data=body, headers={"Content-Type": content_type})
         except UpstreamError as err:
             if err.status != 404:
                 raise
-            with multipart(upload, fields={"accessKey": self._key}) as (body, content_type):
+            with multipart(upload, fields={"accessKey": self._key}, progress=progress) as (body, content_type):
                 doc = self.call("POST", LEGACY_UPLOAD_PATH, data=body, headers={"Content-Type": content_type})
         return base.expect_url(base.expect_dict(doc, "the upload"), "url", "the upload")
 

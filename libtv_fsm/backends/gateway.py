@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from libtv_fsm.backends import base
 from libtv_fsm.backends.base import Backend, Created, KeyStatus, Message, Task
@@ -35,9 +35,9 @@ class GatewayBackend(Backend):
     def key_status(self) -> KeyStatus:
         return base.parse_key_status(self.call("GET", "/api/v1/key/status"))
 
-    def upload(self, path: Path) -> str:
+    def upload(self, path: Path, progress: Optional[Callable[[int, int], None]] = None) -> str:
         upload = check_upload(path)
-        with multipart(upload) as (body, content_type):
+        with multipart(upload, progress=progress) as (body, content_type):
             doc = self.call("POST", "/libtv/v1/upload", data=body, headers={"Content-Type": content_type})
         return base.expect_url(base.expect_dict(doc, "the upload"), "url", "the upload")
 

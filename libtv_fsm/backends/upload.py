@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import attrs
 
@@ -59,13 +59,19 @@ def check_upload(path: Path, limit: int = MAX_UPLOAD_BYTES) -> UploadFile:
 
 
 @contextlib.contextmanager
-def multipart(upload: UploadFile, fields: Optional[Dict[str, str]] = None,
-              file_field: str = "file") -> Iterator[Tuple[object, str]]:
-    """A streaming multipart body (MultipartEncoder over the open file) and its Content-Type."""
-    from requests_toolbelt import MultipartEncoder
+def multipart(upload: UploadFile, fields: Optional[Dict[str, str]] = None, file_field: str = "file",
+              progress: Optional[Callable[[int, int], None]] = None) -> Iterator[Tuple[object, str]]:
+    """A streaming multipart body (MultipartEncoder over the open file) and its Content-Type.
+
+    ``progress(sent, total)`` is called as the body is read out (bytes of the whole body).
+    """
+    from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
     with upload.path.open("rb") as handle:
         parts: Dict[str, object] = dict(fields or {})
         parts[file_field] = (upload.name, handle, upload.content_type)
         encoder = MultipartEncoder(fields=parts)
-        yield encoder, encoder.content_type
+        if progress is None:
+            yield encoder, encoder.content_type
+        else:
+            yield MultipartEncoderMonitor(encoder, lambda m: progress(m.bytes_read, m.len)), encoder.content_type

@@ -17,6 +17,19 @@ PROG = "libtv-video"
 _GROUPS = ("libtv_fsm.cli.config_commands", "libtv_fsm.cli.upstream_commands", "libtv_fsm.cli.session_commands")
 
 
+EXAMPLES = """examples:
+  libtv-video setup --api-key mgk_...                 save a key (mgk_ gateway or sk-libtv- direct)
+  libtv-video check                                   validate it; shows remaining uses
+  libtv-video create-session "a cat surfing at sunset" --channel feishu --chat-id oc_xxx
+                                                      submit; the result is sent to that chat
+  libtv-video upload --file cat.png                   then put the printed URL in a message
+  libtv-video history SESSION_ID                      what happened to one request
+  libtv-video recover                                 every request; restart any lost delivery
+
+Every command prints `❌ ...` on stdout and exits non-zero when it fails.
+`libtv-video COMMAND --help` shows one command's options."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one `❌` line on stdout, not a usage dump on stderr."""
 
@@ -49,8 +62,9 @@ def emit_json(payload: Any) -> None:
 
 
 def fail(message: str) -> None:
-    """Print the one `❌` line a failure shows."""
-    print(f"❌ {message}", flush=True)
+    """Print the one `❌` line a failure shows (control characters from echoed input are escaped, so it stays one line)."""
+    clean = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in message)
+    print(f"❌ {clean}", flush=True)
 
 
 def not_implemented(args: argparse.Namespace) -> int:
@@ -61,7 +75,11 @@ def not_implemented(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = _Parser(prog=PROG, description="Generate images and videos with LibTV (Seedance 2.0) and deliver them to the chat.")
+    from libtv_fsm import __version__
+
+    parser = _Parser(prog=PROG, description="Generate images and videos with LibTV (Seedance 2.0) and deliver them to the chat.",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in _GROUPS:

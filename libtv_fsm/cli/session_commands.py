@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from libtv_fsm.cli import emit_json, say
 
@@ -77,14 +77,15 @@ def create_session(args: argparse.Namespace) -> int:
 def wait_and_deliver(args: argparse.Namespace) -> int:
     from libtv_fsm.config import require_api_key
     from libtv_fsm.ids import validate_session_id
-    from libtv_fsm.waiter import Waiter, stderr_log
+    from libtv_fsm.waiter import Waiter, WaitSettings, stderr_log
 
     sid = validate_session_id(args.session_id)
     store = open_store()
     api_key = require_api_key(store.home)
+    settings = WaitSettings.from_env(os.environ)  # a bad setting is refused before anything is journaled
     if not store.exists(sid):
         _adopt(store, sid, args.project_id, api_key)
-    code = Waiter(store, sid, api_key=api_key, env=os.environ, log=stderr_log(sid)).run()
+    code = Waiter(store, sid, api_key=api_key, env=os.environ, settings=settings, log=stderr_log(sid)).run()
     emit_json({"sessionId": sid, "state": store.replay(sid).state})
     return code
 
@@ -104,12 +105,60 @@ def _adopt(store: Any, sid: str, project_id: Any, api_key: str) -> None:
     ))
 
 
+def _recover_local(args: argparse.Namespace) -> bool:
+    """`recover` when no key is configured and nothing waits for import: answered from the snapshot index.
+
+    Without a key there is nothing to re-check upstream and no waiter to start, so the answer is
+    the journals' alone, read without importing the machine or the HTTP stack. False: not the case.
+    """
+    import sys
+
+    from libtv_fsm import snapshots
+
+    home = snapshots.nexu_home()
+    if not snapshots.is_local(home):
+        return False
+    run_locks: Dict[int, str] = {}
+    rows = snapshots.list_sessions(home, run_locks)
+    probe = snapshots.waiter_probe(home, run_locks)
+    if probe is None:
+        return False
+    listed = [(row, "running" if probe(row.session_id) else "none") for row in rows]
+    from libtv_fsm.legacy import sync_read_model
+
+    sync_read_model(home, rows)
+    if args.json:
+        text = snapshots.report_json(listed) + "\n"
+        out = getattr(sys.stdout, "buffer", None)
+        if out is not None:  # megabytes for a big home: skip the text layer (print's result, byte for byte)
+            sys.stdout.flush()
+            out.write(text.encode("utf-8", "replace"))
+            out.flush()
+        else:
+            print(text, end="", flush=True)
+        return True
+    if not listed:
+        say("No sessions yet.")
+    for row, waiter in listed:
+        _say_session(dict(row.view(), waiter=waiter))
+    return True
+
+
+def _say_session(s: Dict[str, Any]) -> None:
+    results = f"{len(s['result_urls'])} result(s)"
+    chat = f"{s['delivery']['channel']}:{s['delivery']['chat_id']}" if s["delivery"] else "no chat"
+    say(f"{s['session_id']}  {s['state']:<9}  {results:<12}  {chat}  waiter: {s['waiter']}  {s['submitted_text'][:40]!r}")
+
+
 def recover(args: argparse.Namespace) -> int:
     import sys
 
+    if _recover_local(args):
+        return 0
     from libtv_fsm import readmodel
     from libtv_fsm.config import load_config
     from libtv_fsm.recovery import recover as run_recover
+    from libtv_fsm.recovery import resolve_submits
     from libtv_fsm.spawn import spawn_waiter
 
     store = open_store()
@@ -119,46 +168,64 @@ def recover(args: argparse.Namespace) -> int:
     def spawn(sid: str) -> int:
         return spawn_waiter(store.home, sid)
 
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
+
     skip = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() in ("1", "true", "yes")
-    report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn,
-                         log=lambda line: print(line, file=sys.stderr))
+    # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
+    submits = resolve_submits(store, backend, log)
+    report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
     readmodel.refresh(store)
     if args.json:
-        emit_json({"sessions": report})
+        doc: Dict[str, Any] = {"sessions": report}
+        if submits:
+            doc["submits"] = submits
+        emit_json(doc)
         return 0
+    for entry in submits:
+        if entry["status"] == "recovered":
+            say(f"Recovered session {entry['session_id']}: submitted {entry['at']} but never recorded ({entry['submitted_text'][:40]!r})")
+        else:
+            say(f"⚠️ A request submitted {entry['at']} ({entry['submitted_text'][:40]!r}) is {entry['status']}: {entry['reason']}")
     if not report:
         say("No sessions yet.")
     for s in report:
-        results = f"{len(s['result_urls'])} result(s)"
-        chat = f"{s['delivery']['channel']}:{s['delivery']['chat_id']}" if s["delivery"] else "no chat"
-        say(f"{s['session_id']}  {s['state']:<9}  {results:<12}  {chat}  waiter: {s['waiter']}  {s['submitted_text'][:40]!r}")
+        _say_session(s)
     return 0
 
 
 def history(args: argparse.Namespace) -> int:
-    from libtv_fsm.timeline import event_view, session_view
+    from libtv_fsm import snapshots
+    from libtv_fsm.errors import UnknownSession
+    from libtv_fsm.ids import validate_session_id
 
-    store = open_store()
-    session = store.load(args.session_id)
-    journal = store.journal.location(session.session_id)
+    sid = validate_session_id(args.session_id)
+    home = snapshots.nexu_home()
+    if snapshots.legacy_import_pending(home):
+        open_store()
+    # The replayed timeline, from its snapshot when the journal has not changed since.
+    found = snapshots.timeline(home, sid)
+    if found is None:
+        raise UnknownSession(f"Unknown session {sid}: no journal for it in {home}")
+    view, events = found
+    journal = str((home / snapshots.JOURNAL_DIR / f"{sid}.jsonl").resolve())
     if args.json:
-        doc: Dict[str, Any] = {"session_id": session.session_id, "state": session.state, "journal": journal}
-        doc.update(session_view(session))
-        doc["events"] = [event_view(entry) for entry in session.events]
+        doc: Dict[str, Any] = {"session_id": sid, "state": view["state"], "journal": journal}
+        doc.update(view)
+        doc["events"] = events
         emit_json(doc)
         return 0
-    say(f"Session {session.session_id}: {session.state}  ({len(session.events)} events, journal {journal})")
-    if session.delivery:
-        say(f"  Chat: {session.delivery.channel} {session.delivery.chat_id}")
-    for entry in session.events:
-        view = event_view(entry)
-        detail = "  ".join(f"{k}={v}" for k, v in view.items() if k not in ("type", "at", "seq", "ignored") and v not in (None, "", [], {}))
-        flag = f"  [ignored: {view['ignored']}]" if "ignored" in view else ""
-        say(f"  #{entry.seq:<3} {view.get('at') or '?':<27} {view['type']:<20} {detail}{flag}")
-    for url in session.uncertain_urls:
+    say(f"Session {sid}: {view['state']}  ({len(events)} events, journal {journal})")
+    if view["delivery"]:
+        say(f"  Chat: {view['delivery']['channel']} {view['delivery']['chat_id']}")
+    from libtv_fsm.cli.timeline_text import event_lines
+
+    for line in event_lines(events):
+        say(line)
+    for url in view.get("uncertain_urls", []):
         say(f"  uncertain: a send of {url} started but its outcome was never recorded")
-    if session.skipped_lines:
-        say(f"  {session.skipped_lines} unreadable journal line(s) skipped")
-        for problem in session.journal_problems:
+    if view.get("skipped_lines"):
+        say(f"  {view['skipped_lines']} unreadable journal line(s) skipped")
+        for problem in view.get("journal_problems", []):
             say(f"    {problem}")
     return 0

@@ -33,11 +33,16 @@ def _prefixes() -> Tuple[str, ...]:
 
 def cmd_upload(args: argparse.Namespace) -> int:
     from libtv_fsm.backends.upload import check_upload
+    from libtv_fsm.cli.progress import Progress
 
     upload = check_upload(Path(args.file))  # the guards come before the key and any request
     backend = _backend()
-    say(f"Uploading {upload.name} ({upload.size / 1048576:.1f} MB)...")
-    emit_json({"url": backend.upload(upload.path)})
+    progress = Progress(f"Uploading {upload.name}", total=upload.size)
+    try:
+        url = backend.upload(upload.path, progress=progress.sent if progress.enabled else None)
+    finally:
+        progress.finish()
+    emit_json({"url": url})
     return 0
 
 
@@ -130,6 +135,7 @@ def cmd_download_results(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from libtv_fsm.backends.download import download, safe_prefix
+    from libtv_fsm.cli.progress import Progress
     from libtv_fsm.errors import ConfigError, InputError, LibtvError
     from libtv_fsm.ids import validate_session_id
     from libtv_fsm.results import is_result_url
@@ -166,22 +172,30 @@ def cmd_download_results(args: argparse.Namespace) -> int:
         else:
             errors.append({"url": url[:200], "error": "Not a result URL; refused"})
 
+    progress = Progress("Downloading", files=len(jobs))
+    advance = progress.advance if progress.enabled else None
+
     def fetch(job: Tuple[str, str]) -> Tuple[str, Optional[Path], Optional[str]]:
         try:
-            return job[0], download(session, job[0], folder, job[1], prefixes), None
+            return job[0], download(session, job[0], folder, job[1], prefixes, progress=advance), None
         except LibtvError as err:
             return job[0], None, str(err)
         except OSError as err:
             return job[0], None, f"Cannot write to {folder}: {err.strerror or type(err).__name__}"
+        finally:
+            progress.file_done()
 
     downloaded: List[str] = []
     if jobs:
-        with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, len(jobs))) as pool:
-            for url, path, error in pool.map(fetch, jobs):  # map keeps the results' order
-                if path is not None:
-                    downloaded.append(str(path))
-                else:
-                    errors.append({"url": url[:200], "error": error or "failed"})
+        try:
+            with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, len(jobs))) as pool:
+                for url, path, error in pool.map(fetch, jobs):  # map keeps the results' order
+                    if path is not None:
+                        downloaded.append(str(path))
+                    else:
+                        errors.append({"url": url[:200], "error": error or "failed"})
+        finally:
+            progress.finish()
     out: Dict[str, Any] = {"output_dir": str(folder.resolve()), "downloaded": downloaded, "total": len(urls)}
     if errors:
         out["errors"] = errors
