@@ -13,7 +13,7 @@ from libtv_fsm.errors import (
     AuthError, BadResponse, ConfigError, ExpiredError, NetworkError, PermanentError, QuotaError,
     UnavailableError, UpstreamError,
 )
-from libtv_fsm.ids import is_valid_id
+from libtv_fsm.ids import is_valid_id, validate_session_id
 
 if TYPE_CHECKING:
     import requests
@@ -305,11 +305,29 @@ class Backend(abc.ABC):
     def upload(self, path: Path, progress: Optional[Callable[[int, int], None]] = None) -> str:
         """Stream an image or video upstream; its URL. ``progress(sent, total)`` follows the body."""
 
-    @abc.abstractmethod
-    def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created: ...
+    # The route's session resource: POST it to create or continue, GET <path>/<id> to read.
+    session_path: str = ""
 
-    @abc.abstractmethod
-    def query_session(self, session_id: str, after_seq: Optional[int] = None) -> List[Message]: ...
+    def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created:
+        """Create a session (or a new turn of ``session_id``); never retried, it starts a paid job."""
+        body: Dict[str, str] = {}
+        if message is not None:
+            body["message"] = message
+        if session_id is not None:
+            body["sessionId"] = validate_session_id(session_id)
+        doc = expect_dict(self.call("POST", self.session_path, json=body), "the session")
+        project = expect_id(doc, "projectUuid")
+        return Created(session_id=expect_id(doc, "sessionId"), project_uuid=project,
+                       project_url=self.project_url(doc, project))
+
+    def project_url(self, doc: Mapping[str, Any], project: str) -> str:
+        """The canvas URL of the project (the gateway may name its own)."""
+        return canvas_url(project)
+
+    def query_session(self, session_id: str, after_seq: Optional[int] = None) -> List[Message]:
+        sid = validate_session_id(session_id)
+        params = {"afterSeq": int(after_seq)} if after_seq is not None else None
+        return parse_messages(self.call("GET", f"{self.session_path}/{sid}", params=params))
 
     @abc.abstractmethod
     def results(self, session_id: str) -> List[str]: ...

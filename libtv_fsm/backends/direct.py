@@ -5,10 +5,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from libtv_fsm.backends import base
-from libtv_fsm.backends.base import Backend, Created, KeyStatus, Message, Task
+from libtv_fsm.backends.base import Backend, KeyStatus, Task
 from libtv_fsm.backends.upload import check_upload, multipart
 from libtv_fsm.errors import PermanentError, UpstreamError
-from libtv_fsm.ids import validate_session_id
 from libtv_fsm.results import read_batch
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ LEGACY_UPLOAD_PATH = "/openapi/upload"
 class DirectBackend(Backend):
     auth_mode = "libtv_direct"
     key_prefix = "sk-libtv-"
+    session_path = "/openapi/session"
 
     def auth_headers(self) -> Dict[str, str]:
         return {"Authorization": f"Bearer {self._key}"}
@@ -56,22 +56,6 @@ class DirectBackend(Backend):
             with multipart(upload, fields={"accessKey": self._key}, progress=progress) as (body, content_type):
                 doc = self.call("POST", LEGACY_UPLOAD_PATH, data=body, headers={"Content-Type": content_type})
         return base.expect_url(base.expect_dict(doc, "the upload"), "url", "the upload")
-
-    def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created:
-        body: Dict[str, str] = {}
-        if message is not None:
-            body["message"] = message
-        if session_id is not None:
-            body["sessionId"] = validate_session_id(session_id)
-        doc = base.expect_dict(self.call("POST", "/openapi/session", json=body), "the session")
-        sid = base.expect_id(doc, "sessionId")
-        project = base.expect_id(doc, "projectUuid")
-        return Created(session_id=sid, project_uuid=project, project_url=base.canvas_url(project))
-
-    def query_session(self, session_id: str, after_seq: Optional[int] = None) -> List[Message]:
-        sid = validate_session_id(session_id)
-        params = {"afterSeq": int(after_seq)} if after_seq is not None else None
-        return base.parse_messages(self.call("GET", f"/openapi/session/{sid}", params=params))
 
     def results(self, session_id: str) -> List[str]:
         # No results endpoint on this route: read them from the whole conversation.

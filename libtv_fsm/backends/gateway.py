@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional
 
 from libtv_fsm.backends import base
-from libtv_fsm.backends.base import Backend, Created, KeyStatus, Message, Task
+from libtv_fsm.backends.base import Backend, KeyStatus, Task
 from libtv_fsm.backends.upload import check_upload, multipart
 from libtv_fsm.ids import validate_session_id
 from libtv_fsm.results import is_result_url
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 class GatewayBackend(Backend):
     auth_mode = "nexu_gateway"
     key_prefix = "mgk_"
+    session_path = "/libtv/v1/session"
 
     def auth_headers(self) -> Dict[str, str]:
         return {"X-API-KEY": self._key}
@@ -41,24 +42,11 @@ class GatewayBackend(Backend):
             doc = self.call("POST", "/libtv/v1/upload", data=body, headers={"Content-Type": content_type})
         return base.expect_url(base.expect_dict(doc, "the upload"), "url", "the upload")
 
-    def create_session(self, message: Optional[str] = None, session_id: Optional[str] = None) -> Created:
-        body: Dict[str, str] = {}
-        if message is not None:
-            body["message"] = message
-        if session_id is not None:
-            body["sessionId"] = validate_session_id(session_id)
-        doc = base.expect_dict(self.call("POST", "/libtv/v1/session", json=body), "the session")
-        sid = base.expect_id(doc, "sessionId")
-        project = base.expect_id(doc, "projectUuid")
+    def project_url(self, doc: Mapping[str, Any], project: str) -> str:
         url = doc.get("projectUrl")
-        if not (isinstance(url, str) and url.startswith("https://") and not any(c.isspace() for c in url)):
-            url = base.canvas_url(project)
-        return Created(session_id=sid, project_uuid=project, project_url=url)
-
-    def query_session(self, session_id: str, after_seq: Optional[int] = None) -> List[Message]:
-        sid = validate_session_id(session_id)
-        params = {"afterSeq": int(after_seq)} if after_seq is not None else None
-        return base.parse_messages(self.call("GET", f"/libtv/v1/session/{sid}", params=params))
+        if isinstance(url, str) and url.startswith("https://") and not any(c.isspace() for c in url):
+            return url
+        return base.canvas_url(project)
 
     def results(self, session_id: str) -> List[str]:
         sid = validate_session_id(session_id)
