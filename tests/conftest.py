@@ -27,6 +27,15 @@ _SCRUB = (
 )
 
 
+# Every upstream and chat platform on a closed loopback port until a test points it at the simulator.
+CLOSED_UPSTREAMS = {
+    var: "http://127.0.0.1:9"
+    for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL", "LIBTV_TELEGRAM_API_ROOT",
+                "LIBTV_SLACK_API_URL", "LIBTV_DISCORD_API_URL", "LIBTV_WECOM_BASE_URL")
+}
+CLOSED_UPSTREAMS["LIBTV_OPENCLAW_BIN"] = str(ROOT / "tests" / "no-such-openclaw")
+
+
 class Ran:
     """What one CLI run did."""
 
@@ -56,8 +65,7 @@ class Cli:
         self.env: Dict[str, str] = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}
         # Nothing a test runs may reach a real service: every upstream defaults to a closed
         # loopback port until a test points it at the simulator.
-        for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL"):
-            self.env[var] = "http://127.0.0.1:9"
+        self.env.update(CLOSED_UPSTREAMS)
         self.env["NEXU_HOME"] = str(home)
         self.env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
         self.env["PYTHONUNBUFFERED"] = "1"
@@ -81,8 +89,8 @@ def no_real_services(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(_SCRUB):
             monkeypatch.delenv(name)
-    for var in ("LIBTV_GATEWAY_URL", "LIBTV_DIRECT_BASE_URL", "LIBTV_FEISHU_BASE_URL"):
-        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var, value in CLOSED_UPSTREAMS.items():
+        monkeypatch.setenv(var, value)
     monkeypatch.setenv("NEXU_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "libtv-fsm-tests-nexu-unused"))
 
 
