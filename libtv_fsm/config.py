@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
@@ -120,44 +119,10 @@ def load_config(home: Path) -> Config:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a reader sees the old file or the new one, never half of either.
+    """Replace `path` with `text`, 0600 from the first byte: the key is never readable by others."""
+    from libtv_fsm.atomicfile import write_atomic
 
-    The temp file is created 0600 from its first byte (not chmod-ed later), so the key
-    is never readable by others, not even for a moment.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(str(tmp), flags, 0o600)
-    try:
-        # The umask can only narrow 0600; set it exactly so the result does not depend on it.
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(str(tmp), str(path))
-    except BaseException:
-        try:
-            os.unlink(str(tmp))
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable on POSIX; Windows cannot open a folder, and that is fine.
-    try:
-        dir_fd = os.open(str(folder), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, text.encode("utf-8"), 0o600)
 
 
 _FIELDS = {"api_key": "apiKey", "video_ratio": "videoRatio"}

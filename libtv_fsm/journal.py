@@ -21,6 +21,7 @@ import attr
 from filelock import FileLock, Timeout
 
 from libtv_fsm import failpoints
+from libtv_fsm.atomicfile import fsync_dir
 from libtv_fsm.errors import ConcurrencyConflict, JournalError
 from libtv_fsm.events import Event, UnknownEvent, from_record, to_record
 from libtv_fsm.ids import validate_session_id
@@ -226,7 +227,7 @@ class JsonlJournal(Journal):
             reason = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
             raise JournalError(f"Could not write to the journal of session {session_id}: {reason}; nothing was recorded") from None
         if stat.st_size == 0:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         if failpoints.ARMED:
             for kind in types:
                 failpoints.hit("after_append:" + kind)
@@ -254,7 +255,7 @@ class JsonlJournal(Journal):
 
 
 def parse_lines(data: bytes) -> JournalRead:
-    """Read journal bytes: every whole, valid line whose ``seq`` continues the sequence, in order."""
+    """Read journal bytes: every whole, valid line whose ``seq`` goes past the last one read, in order."""
     entries: List[Tuple[int, AnyEvent]] = []
     skipped = 0
     problems: List[str] = []
@@ -267,14 +268,17 @@ def parse_lines(data: bytes) -> JournalRead:
             seq = record["seq"] if isinstance(record, dict) else None
             if not isinstance(seq, int) or isinstance(seq, bool):
                 raise ValueError("no sequence number")
-            if seq != version + 1:
-                raise ValueError(f"sequence {seq} where {version + 1} was due")
+            if seq <= version:
+                raise ValueError(f"sequence {seq} repeats or goes back (after {version})")
             fields = {k: v for k, v in record.items() if k != "seq"}
             event = from_record(fields)
         except Exception as err:  # a torn line, a hand edit, a record this version cannot read
             skipped += 1
             problems.append(f"line {number}: {_short(err)}")
             continue
+        if seq > version + 1:
+            # A line lost in the middle (a hand edit, bit rot): keep everything after it.
+            problems.append(f"line {number}: sequence jumps from {version} to {seq}")
         version = seq
         entries.append((seq, event))
     return JournalRead(entries, skipped, tuple(problems))
@@ -304,18 +308,3 @@ def _write_all(fd: int, payload: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
 from libtv_fsm.snapshots import JOURNAL_DIR, Summary
 
@@ -61,10 +61,14 @@ def read_model_text(rows: List[Summary]) -> str:
     return json.dumps([legacy_from_view(r.view()) for r in dated[:MAX_LEGACY]], ensure_ascii=False, indent=1)
 
 
-def sync_read_model(home: Path, rows: List[Summary]) -> None:
-    """Rewrite libtv-sessions.json if it says something else than the journals (best effort)."""
+def sync_read_model(home: Path, rows: Callable[[], List[Summary]]) -> None:
+    """Rewrite libtv-sessions.json if it says something else than the journals (best effort).
+
+    ``rows`` lists the sessions; it is called again under the read model's lock before writing,
+    so a slower process can never replace a newer read model with the older list it computed.
+    """
     path = Path(home) / READ_MODEL
-    text = read_model_text(rows)
+    text = read_model_text(rows())
     try:
         if path.read_text(encoding="utf-8") == text:
             return  # nothing changed: no lock, no write, no filelock import
@@ -76,7 +80,7 @@ def sync_read_model(home: Path, rows: List[Summary]) -> None:
     from libtv_fsm.readmodel import write_text
 
     try:
-        write_text(Path(home), text)
+        write_text(Path(home), lambda: read_model_text(rows()))
         if ours:
             # The file is ours, made from the journals: mark it so that no later run takes it for
             # a legacy file to import (which would send `recover` down the slow path once more).

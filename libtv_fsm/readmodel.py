@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 from filelock import FileLock, Timeout
 
@@ -40,17 +39,17 @@ def build(sessions: List[Session]) -> List[Dict[str, Any]]:
 
 
 def write(home: Path, sessions: List[Session]) -> Path:
-    """Rebuild the read model atomically; a lock keeps a slower writer from overwriting a newer one."""
-    return write_text(Path(home), json.dumps(build(sessions), ensure_ascii=False, indent=1))
+    """Rebuild the read model atomically from ``sessions``."""
+    return write_text(Path(home), lambda: json.dumps(build(sessions), ensure_ascii=False, indent=1))
 
 
-def write_text(home: Path, text: str) -> Path:
-    """Replace the read model with ``text`` atomically, under its lock."""
+def write_text(home: Path, text: Callable[[], str]) -> Path:
+    """Replace the read model atomically with what ``text()`` gives, computed under the lock."""
     path = Path(home) / READ_MODEL
     lock = FileLock(str(path) + ".lock", timeout=10)
     try:
         with lock:
-            _write_atomic(path, text)
+            _write_atomic(path, text())
     except Timeout:
         pass  # another process is rebuilding it from the same journals right now
     return path
@@ -62,25 +61,15 @@ def refresh(store: Any) -> None:
     From the snapshot index: a session that did not change since the last listing is not replayed.
     """
     try:
-        sync_read_model(store.home, store.summaries())
+        sync_read_model(store.home, store.summaries)
     except OSError:
         pass
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    from libtv_fsm.atomicfile import write_atomic
+
+    write_atomic(path, text.encode("utf-8"), 0o600)  # prompts and chat ids: the user's alone
 
 
 # -- the one-time import of a legacy file --------------------------------------------------

@@ -97,23 +97,14 @@ def _dump(value: Any) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Best effort: a cache that cannot be written is only slower next time."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    """Best effort: a cache that cannot be written is only slower next time (and needs no fsync)."""
+    from libtv_fsm.atomicfile import write_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(text.encode("utf-8"))
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)  # readers see the old snapshot or the new one, never half of one
+        write_atomic(path, text.encode("utf-8"), 0o600, durable=False)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 # -- the index: one line per session, for listings ----------------------------------------

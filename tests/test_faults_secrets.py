@@ -104,26 +104,13 @@ def test_the_config_file_is_private_from_its_first_byte_whatever_the_umask(tmp_p
     from libtv_fsm import config
 
     seen = []
-    real_fdopen = os.fdopen
+    real_write = os.write
 
-    class Watched:
-        def __init__(self, handle) -> None:  # type: ignore[no-untyped-def]
-            self._handle = handle
+    def watched_write(fd, data):  # type: ignore[no-untyped-def]
+        seen.append(stat.S_IMODE(os.fstat(fd).st_mode))  # the mode at the moment the key is written
+        return real_write(fd, data)
 
-        def write(self, data):  # type: ignore[no-untyped-def]
-            seen.append(stat.S_IMODE(os.fstat(self._handle.fileno()).st_mode))
-            return self._handle.write(data)
-
-        def __getattr__(self, name):  # type: ignore[no-untyped-def]
-            return getattr(self._handle, name)
-
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            return self
-
-        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
-            return self._handle.__exit__(*exc)
-
-    monkeypatch.setattr(os, "fdopen", lambda *a, **k: Watched(real_fdopen(*a, **k)))
+    monkeypatch.setattr(os, "write", watched_write)
     old = os.umask(0)
     try:
         path = config.update_config(tmp_path / "nexu", api_key=KEY)

@@ -60,11 +60,24 @@ def test_garbage_lines_are_skipped_and_reported(home):
     j = JsonlJournal(home)
     j.append("s1", [started(1)], 0)
     with open(j.path("s1"), "ab") as fh:
-        fh.write(b"hello\n[1,2]\n{\"seq\": 9, \"type\": \"waiter_started\", \"at\": \"2026-01-01T00:00:00Z\"}\n")
+        fh.write(b"hello\n[1,2]\n{\"seq\": 1, \"type\": \"waiter_started\", \"at\": \"2026-01-01T00:00:00Z\"}\n")
     j.append("s1", [started(2)], 1)
     read = j.read("s1")
     assert [e.pid for _, e in read.entries] == [1, 2]
     assert read.skipped == 3 and len(read.problems) == 3
+
+
+def test_a_line_garbled_in_the_middle_loses_only_that_line(home):
+    j = JsonlJournal(home)
+    j.append("s1", [started(1), started(2), started(3)], 0)
+    path = j.path("s1")
+    lines = path.read_bytes().split(b"\n")
+    lines[1] = b'{"seq":2,"type":"waiter_sta##garbled'
+    path.write_bytes(b"\n".join(lines))
+    read = JsonlJournal(home).read("s1")
+    assert [(seq, e.pid) for seq, e in read.entries] == [(1, 1), (3, 3)]
+    assert read.skipped == 1 and any("jumps" in p for p in read.problems)
+    assert JsonlJournal(home).append("s1", [started(4)], 3) == 4
 
 
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
