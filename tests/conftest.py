@@ -83,6 +83,20 @@ class Cli:
         return Ran(proc)
 
 
+# Polling fast enough that a test sees a session move within a second.
+FAST_POLLING = {"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2"}
+
+
+def point_at_sim(cli: Cli, sim: Any, env: Optional[Dict[str, str]] = None, key: Optional[str] = None) -> Cli:
+    """``cli`` pointed at the simulator, polling fast, with ``env`` on top; `setup` with a gateway key has run."""
+    cli.env.update(sim.env())
+    cli.env.update(FAST_POLLING)
+    cli.env.update(env or {})
+    ran = cli("setup", "--api-key", key or sim.GATEWAY_KEY)
+    assert ran.code == 0, ran
+    return cli
+
+
 @pytest.fixture(autouse=True)
 def no_real_services(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process code, too, sees every upstream on a closed loopback port unless a test says otherwise."""

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
 
-from conftest import ENTRY_POINTS, Cli, Ran
+from conftest import ENTRY_POINTS, Cli, Ran, point_at_sim
 from libtv_fsm import SessionStore
 
 GROUP = "oc_group_faults"
@@ -23,14 +22,8 @@ KILLED = -9
 def make_skill(home: Path, sim) -> Cli:
     """The CLI against the simulator, fast polling, a gateway key with plenty of uses."""
     home.mkdir(parents=True, exist_ok=True)
-    cli = Cli(home)
-    cli.env.update(sim.env())
-    cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2",
-                    "LIBTV_WAIT_TIMEOUT_SECONDS": "60"})
     sim.set_key(GATEWAY_KEY, remaining_uses=500, max_uses=500)
-    ran = cli("setup", "--api-key", GATEWAY_KEY)
-    assert ran.code == 0, ran
-    return cli
+    return point_at_sim(Cli(home), sim, {"LIBTV_WAIT_TIMEOUT_SECONDS": "60"}, key=GATEWAY_KEY)
 
 
 @pytest.fixture
@@ -54,16 +47,6 @@ def each_in_parallel(cases: List[str], check: Callable[[str], None], workers: in
     with ThreadPoolExecutor(max_workers=workers) as pool:
         failures = [f for f in pool.map(one, cases) if f]
     assert not failures, "\n".join(failures)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def submit(skill: Cli, text: str, target: Optional[str] = GROUP, waiter: bool = False,

@@ -12,50 +12,22 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, List
+from typing import List
 
 import pytest
 
-from conftest import ENTRY_POINTS, Cli
+from conftest import ENTRY_POINTS, Cli, point_at_sim
 from libtv_fsm import SessionStore
+from waiting import state_of, wait_for, wait_state, waiter_gone
 
 GROUP, USER = "oc_group_e2e", "ou_user_e2e"
 KEYS = {"gateway": "mgk_sim_test_key_0001", "direct": "sk-libtv-sim-test-key-0001"}
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def skill(home: Path, sim) -> Cli:
     """The CLI pointed at the simulator with fast polling, configured with a gateway key."""
-    cli = Cli(home)
-    cli.env.update(sim.env())
-    cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2",
-                    "LIBTV_WAIT_TIMEOUT_SECONDS": "60"})
-    assert cli("setup", "--api-key", KEYS["gateway"]).code == 0
-    return cli
-
-
-def state_of(home: Path, sid: str) -> str:
-    return SessionStore(home).replay(sid).state
-
-
-def wait_state(home: Path, sid: str, *states: str, timeout: float = 30.0) -> str:
-    return wait_for(lambda: state_of(home, sid) in states and state_of(home, sid), timeout, f"{sid} to be {states}")
-
-
-def waiter_gone(home: Path, sid: str) -> bool:
-    from libtv_fsm.recovery import waiter_running
-
-    return not waiter_running(SessionStore(home), sid)
+    return point_at_sim(Cli(home), sim, {"LIBTV_WAIT_TIMEOUT_SECONDS": "60"}, key=KEYS["gateway"])
 
 
 def chat(sim, target: str) -> List[dict]:

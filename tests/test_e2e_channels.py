@@ -9,31 +9,21 @@ import json
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pytest
 
-from conftest import ENTRY_POINTS, Cli
+from conftest import ENTRY_POINTS, Cli, point_at_sim
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 FAKE_OPENCLAW = Path(__file__).resolve().parent / "fixtures" / "openclaw"
 TG_CHAT, TG_TOPIC = "-1001234567890", 42
 SLACK_CHANNEL = "C0LIBTV01"
 DISCORD_CHANNEL = "123456789012345678"
 WECOM_USER = "zhangsan"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _ext_kind(name: str) -> str:
@@ -130,14 +120,9 @@ EVERY = pytest.mark.parametrize("name", sorted(PLATFORMS))
 @pytest.fixture
 def skill(home: Path, sim: Any, tmp_path: Path) -> Cli:
     """The CLI pointed at the simulator (and the fake openclaw), fast polling, a gateway key."""
-    cli = Cli(home)
-    cli.env.update(sim.env())
     sim.openclaw_record = str(tmp_path / "openclaw-calls.jsonl")
-    cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2",
-                    "LIBTV_WAIT_TIMEOUT_SECONDS": "60", "LIBTV_OPENCLAW_BIN": str(FAKE_OPENCLAW),
-                    "FAKE_OPENCLAW_RECORD": sim.openclaw_record})
-    assert cli("setup", "--api-key", "mgk_sim_test_key_0001").code == 0
-    return cli
+    return point_at_sim(Cli(home), sim, {"LIBTV_WAIT_TIMEOUT_SECONDS": "60", "LIBTV_OPENCLAW_BIN": str(FAKE_OPENCLAW),
+                                         "FAKE_OPENCLAW_RECORD": sim.openclaw_record}, key="mgk_sim_test_key_0001")
 
 
 def submit(skill: Cli, p: Platform, text: str, background: bool = False, env: Optional[Dict[str, str]] = None) -> str:

@@ -13,8 +13,9 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import List
 
-from faultkit import assert_clean_replay, assert_delivered_once, skill, start_waiter, wait_for  # noqa: F401
+from faultkit import assert_clean_replay, assert_delivered_once, skill, start_waiter  # noqa: F401
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 SESSIONS = 30
 SCENARIOS = ["", " [sim:image+video]", " [sim:transient]", " [sim:intermediate]", " [sim:quiet]"]

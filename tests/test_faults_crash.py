@@ -14,8 +14,9 @@ import signal
 import pytest
 
 from faultkit import (GROUP, KILLED, assert_clean_replay, assert_delivered_once, chat, run_waiter, skill,  # noqa: F401
-                      start_waiter, submit, wait_for)
+                      start_waiter, submit)
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 POLL = "/libtv/v1/session/*"
 FILES, MESSAGES = "/open-apis/im/v1/files", "/open-apis/im/v1/messages"

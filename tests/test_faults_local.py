@@ -16,8 +16,9 @@ import pytest
 
 from conftest import ENTRY_POINTS, Ran
 from faultkit import (GATEWAY_KEY, GROUP, assert_clean_replay, assert_delivered_once, each_in_parallel,  # noqa: F401
-                      run_waiter, skill, submit, wait_for)
+                      run_waiter, skill, submit)
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 PASTED_KEY = "mgk_pasted_secret_value_9876"
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import List
 
 from conftest import Cli, Ran
-from faultkit import GROUP, catcher, chat, wait_for  # noqa: F401
+from faultkit import GROUP, catcher, chat  # noqa: F401
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 KEY = "mgk_SeCrEt_gateway_key_0123456789abcdef"
 DIRECT = "sk-libtv-SeCrEt_direct_key_9876543210"

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from importlib import metadata
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import ROOT, Cli, Ran
+from conftest import ROOT, Cli, Ran, point_at_sim
 from libtv_fsm import SessionStore, skill
 from libtv_fsm import events as ev
+from waiting import wait_for
 
 GROUP = "oc_skill_folder_group"
 # What a bare interpreter must not carry into the run: the test environment's own packages.
@@ -77,22 +77,9 @@ class FolderCli(Cli):
         return Ran(proc)
 
 
-def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def exercise(cli: FolderCli, sim) -> None:  # type: ignore[no-untyped-def]
     """setup, check, create-session, then the detached waiter delivers to the chat: all through the folder."""
-    cli.env.update(sim.env())
-    cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2"})
-    ran = cli("setup", "--api-key", sim.GATEWAY_KEY)
-    assert ran.code == 0, ran
+    point_at_sim(cli, sim)
     ran = cli("check")
     assert ran.code == 0 and "Remaining uses: 10/10" in ran.out, ran
     ran = cli("create-session", "a cat surfing at sunset", "--channel", "feishu", "--chat-id", GROUP)

@@ -6,9 +6,10 @@ import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar
+from typing import Any, Callable, ClassVar, Dict, Generic, Iterator, List, Mapping, Optional, Tuple, TypeVar
 from urllib.parse import urlsplit
 
+import attrs
 import requests
 
 from libtv_fsm import errors
@@ -37,13 +38,20 @@ class SendInDoubt(errors.TransientError):
     """
 
 
-class Channel(ABC):
+C = TypeVar("C")
+
+
+class Channel(ABC, Generic[C]):
     """One chat platform: send a video, an image or a text to one target.
 
     Instances are cheap; credentials are read on first use (``check_ready`` reads them early so a
     submit can refuse at once). ``dedupes`` tells the waiter whether a retried send with the same
     ``dedupe_key`` is dropped by the platform (then a resend after a crash is safe) or whether it
     must journal the attempt and reconcile it (``find_sent``) before sending again.
+
+    A platform says how it reads its credentials in ``load_credentials``; ``credentials`` keeps
+    them, and the default ``check_ready`` is reading them. ``sleep`` replaces time.sleep in the
+    429 waits (``pause``), so a test need not wait them out.
     """
 
     name: ClassVar[str]
@@ -52,7 +60,7 @@ class Channel(ABC):
     max_image_bytes: ClassVar[int]
 
     def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
-                 variant: Optional[str] = None) -> None:
+                 variant: Optional[str] = None, sleep: Optional[Callable[[float], None]] = None) -> None:
         if variant:
             # Only a delegating channel (openclaw:<ch>) takes a sub-name; others refuse it.
             raise errors.InputError(f"Channel '{self.name}' takes no sub-channel (got '{self.name}:{variant}')")
@@ -62,14 +70,31 @@ class Channel(ABC):
 
             session = new_session()
         self.http: requests.Session = session
+        self._sleep = sleep
+        self._creds: Optional[C] = None
+
+    def pause(self, seconds: float) -> None:
+        """Wait out a rate limit: the ``sleep`` the channel was made with (tests pass one), else time.sleep."""
+        (self._sleep or time.sleep)(seconds)
+
+    @property
+    def credentials(self) -> C:
+        """What :meth:`load_credentials` found, read once on first use."""
+        if self._creds is None:
+            self._creds = self.load_credentials()
+        return self._creds
+
+    def load_credentials(self) -> C:
+        """The platform's credentials from ``env`` (and openclaw.json); ConfigError when missing or unusable."""
+        raise NotImplementedError(f"Channel '{self.name}' reads no credentials")
+
+    def check_ready(self) -> None:
+        """Raise ConfigError with a clear message when credentials are missing or unusable."""
+        _ = self.credentials  # resolving them raises the ConfigError a submit should show
 
     @abstractmethod
     def normalize_target(self, chat_id: str) -> str:
         """The platform's own id for a target as the agent passed it; InputError on junk. Idempotent."""
-
-    @abstractmethod
-    def check_ready(self) -> None:
-        """Raise ConfigError with a clear message when credentials are missing or unusable."""
 
     @abstractmethod
     def send_video(self, target: str, path: Path, *, file_name: str, dedupe_key: str) -> str:
@@ -89,6 +114,48 @@ class Channel(ABC):
         Only channels that do not de-duplicate (Slack: the channel's recent files) override this.
         """
         return None
+
+
+class UploadChannel(Channel[C]):
+    """A channel that sends a video and an image alike: one upload of the file under a name."""
+
+    def send_video(self, target: str, path: Path, *, file_name: str, dedupe_key: str) -> str:
+        return self._send_file(target, path, file_name or path.name, dedupe_key)
+
+    def send_image(self, target: str, path: Path, *, dedupe_key: str) -> str:
+        return self._send_file(target, path, path.name, dedupe_key)
+
+    @abstractmethod
+    def _send_file(self, target: str, path: Path, name: str, dedupe_key: str) -> str:
+        """Upload ``path`` as ``name`` and send it to ``target``; the platform's message id."""
+
+
+@attrs.frozen
+class BotToken:
+    """A bot token and the API base it belongs to; the token never shows in a repr."""
+
+    token: str = attrs.field(repr=False)
+    api_url: str
+    source: str
+
+
+def bot_token(env: Mapping[str, str], var: str, channel: str, key: str, missing: str) -> Tuple[str, str]:
+    """(token, where it came from): ``var`` of the environment, else ``channels.<channel>.<key>`` of openclaw.json.
+
+    ``where`` is "environment" for ``var``; ``missing`` starts the ConfigError when neither holds one.
+    """
+    token = (env.get(var) or "").strip()
+    if token:
+        return token, "environment"
+
+    def read(account: Mapping[str, Any], where: str) -> Optional[str]:
+        return resolve_secret(account.get(key), env, f"{where} {key}") or None
+
+    try:
+        found, where, _ = pick_account(env, channel, read)
+    except errors.ConfigError as err:
+        raise errors.ConfigError(f"{missing}; {err}") from None
+    return found, where
 
 
 # ---- openclaw.json: where OpenClaw keeps every channel's credentials ----
@@ -308,6 +375,23 @@ def request_error(err: requests.RequestException, platform: str, what: str, url:
     return errors.NetworkError(text)
 
 
+def exchange(http: requests.Session, platform: str, method: str, url: str, what: str, *,
+             sent_message: bool = False, **kwargs: Any) -> Tuple[requests.Response, Any]:
+    """One streamed HTTP call to a chat platform: the (closed) response and its JSON body, None when not JSON.
+
+    A failed call raises :func:`request_error`'s error; a multipart body's file handles are closed either way.
+    """
+    from libtv_fsm.transport import request
+
+    try:
+        response = request(http, method, url, stream=True, **kwargs)
+    except requests.RequestException as err:
+        raise request_error(err, platform, what, url, sent_message) from None
+    finally:
+        close_fields(kwargs.get("data"))
+    return response, response_json(response)
+
+
 def response_json(response: requests.Response) -> Any:
     """The body as JSON (capped), or None when it is not JSON; the response is closed either way."""
     from libtv_fsm.transport import read_json
@@ -337,8 +421,8 @@ def close_fields(encoder: Any) -> None:
 
 
 __all__ = [
-    "Channel", "PermissionDenied", "TooLarge", "SendInDoubt", "MB", "channel_section", "iter_accounts",
+    "Channel", "UploadChannel", "BotToken", "bot_token", "PermissionDenied", "TooLarge", "SendInDoubt", "MB", "channel_section", "iter_accounts",
     "resolve_secret", "load_openclaw_config", "openclaw_config_candidates", "is_disabled",
-    "default_path_hint", "pick_account", "override_url", "RateLimit", "request_error", "response_json",
+    "default_path_hint", "pick_account", "override_url", "RateLimit", "request_error", "exchange", "response_json",
     "scrub", "close_fields",
 ]

@@ -6,17 +6,14 @@ import json
 import logging
 import mimetypes
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import attrs
 import requests
 
 from libtv_fsm import __version__, errors
 from libtv_fsm.channels.base import (
-    MB, Channel, RateLimit, TooLarge, close_fields, override_url, pick_account, request_error, resolve_secret,
-    response_json, scrub,
+    MB, BotToken, RateLimit, TooLarge, UploadChannel, bot_token, exchange, override_url, scrub,
 )
 
 log = logging.getLogger(__name__)
@@ -31,31 +28,16 @@ TOO_LARGE_CODE = 40005
 AUTH_FAILED = 401
 
 
-@attrs.frozen
-class DiscordCredentials:
+class DiscordCredentials(BotToken):
     """The bot token and the API base; the token never shows in a repr."""
-
-    token: str = attrs.field(repr=False)
-    api_url: str
-    source: str
 
 
 def resolve_credentials(env: Mapping[str, str]) -> DiscordCredentials:
     """DISCORD_BOT_TOKEN, else channels.discord.token of openclaw.json."""
     api_url = override_url(env, "LIBTV_DISCORD_API_URL", API_URL)
-    token = (env.get("DISCORD_BOT_TOKEN") or "").strip()
-    if token:
-        return DiscordCredentials(_bare(token), api_url, "environment")
-
-    def read(account: Mapping[str, Any], where: str) -> Optional[str]:
-        return resolve_secret(account.get("token"), env, where + " token") or None
-
-    try:
-        found, where, _ = pick_account(env, "discord", read)
-    except errors.ConfigError as err:
-        raise errors.ConfigError(
-            f"No Discord bot token: set DISCORD_BOT_TOKEN, or channels.discord.token in openclaw.json; {err}") from None
-    return DiscordCredentials(_bare(found), api_url, where)
+    token, where = bot_token(env, "DISCORD_BOT_TOKEN", "discord", "token",
+                             "No Discord bot token: set DISCORD_BOT_TOKEN, or channels.discord.token in openclaw.json")
+    return DiscordCredentials(_bare(token), api_url, where)
 
 
 def _bare(token: str) -> str:
@@ -87,7 +69,7 @@ def parse_target(chat_id: str) -> str:
     return raw if kind == "channel" else "user:" + raw
 
 
-class DiscordChannel(Channel):
+class DiscordChannel(UploadChannel[DiscordCredentials]):
     """Posts as a Discord bot through the HTTP API."""
 
     name = "discord"
@@ -97,28 +79,14 @@ class DiscordChannel(Channel):
 
     def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
                  variant: Optional[str] = None, sleep: Optional[Callable[[float], None]] = None) -> None:
-        super().__init__(env, session, variant)
-        self._creds: Optional[DiscordCredentials] = None
-        self._sleep = sleep or time.sleep
+        super().__init__(env, session, variant, sleep)
         self._dms: Dict[str, str] = {}
 
-    @property
-    def credentials(self) -> DiscordCredentials:
-        if self._creds is None:
-            self._creds = resolve_credentials(self.env)
-        return self._creds
-
-    def check_ready(self) -> None:
-        _ = self.credentials
+    def load_credentials(self) -> DiscordCredentials:
+        return resolve_credentials(self.env)
 
     def normalize_target(self, chat_id: str) -> str:
         return parse_target(chat_id)
-
-    def send_video(self, target: str, path: Path, *, file_name: str, dedupe_key: str) -> str:
-        return self._send_file(target, path, file_name or path.name, dedupe_key)
-
-    def send_image(self, target: str, path: Path, *, dedupe_key: str) -> str:
-        return self._send_file(target, path, path.name, dedupe_key)
 
     def send_text(self, target: str, text: str, *, dedupe_key: str) -> str:
         channel = self._channel(target)
@@ -158,23 +126,16 @@ class DiscordChannel(Channel):
 
     def _api(self, method: str, path: str, what: str, *, body: Callable[[], Dict[str, Any]],
              sent_message: bool = False) -> Dict[str, Any]:
-        from libtv_fsm.transport import request
-
         creds = self.credentials
         url = creds.api_url + path
-        limits = RateLimit("Discord", self._sleep)
+        limits = RateLimit("Discord", self.pause)
         while True:
             kwargs = body()
             headers = {"Authorization": f"Bot {creds.token}", "User-Agent": USER_AGENT}
             headers.update(kwargs.pop("headers", {}))
-            try:
-                response = request(self.http, method, url, headers=headers, stream=True, **kwargs)
-            except requests.RequestException as err:
-                raise request_error(err, "Discord", what, url, sent_message) from None
-            finally:
-                close_fields(kwargs.get("data"))
+            response, parsed = exchange(self.http, "Discord", method, url, what, sent_message=sent_message,
+                                        headers=headers, **kwargs)
             status, retry_header = response.status_code, response.headers.get("Retry-After")
-            parsed = response_json(response)
             parsed = parsed if isinstance(parsed, dict) else {}
             if status == 429:
                 limits.wait(parsed.get("retry_after", retry_header), what)

@@ -16,8 +16,8 @@ import requests
 
 from libtv_fsm import errors
 from libtv_fsm.channels.base import (
-    MB, Channel, PermissionDenied, TooLarge, channel_section, default_path_hint, is_disabled,
-    iter_accounts, resolve_secret,
+    MB, Channel, PermissionDenied, TooLarge, channel_section, close_fields, default_path_hint, is_disabled,
+    iter_accounts, resolve_secret, scrub,
 )
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def grant_link(body: Mapping[str, Any]) -> Optional[str]:
     return next((u for u in urls if "/app/" in u), urls[0] if urls else None)
 
 
-class FeishuChannel(Channel):
+class FeishuChannel(Channel[FeishuCredentials]):
     """Sends to a Feishu or Lark chat as the configured app (bot)."""
 
     name = "feishu"
@@ -138,21 +138,14 @@ class FeishuChannel(Channel):
     def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
                  variant: Optional[str] = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(env, session, variant)
-        self._creds: Optional[FeishuCredentials] = None
         # The token lives in this object only: a waiter is one process that sends a few messages,
         # and Feishu hands out the same token again while it is valid, so no file cache is kept.
         self._token: Optional[str] = None
         self._token_until = 0.0
         self._clock = clock
 
-    @property
-    def credentials(self) -> FeishuCredentials:
-        if self._creds is None:
-            self._creds = resolve_credentials(self.env)
-        return self._creds
-
-    def check_ready(self) -> None:
-        _ = self.credentials  # resolving them raises the ConfigError a submit should show
+    def load_credentials(self) -> FeishuCredentials:
+        return resolve_credentials(self.env)
 
     # ---- targets ----
 
@@ -253,7 +246,7 @@ class FeishuChannel(Channel):
             try:
                 response = self._request(method, path, what, params=params, json=payload, data=data, headers=headers)
             finally:
-                _close_fields(data)
+                close_fields(data)
             parsed = self._parse(response, what)
             if parsed.get("code") in TOKEN_REJECTED and attempt == 1:
                 self._token = None  # revoked or expired early: fetch a new one and try once more
@@ -335,10 +328,7 @@ class FeishuChannel(Channel):
 
     def _scrub(self, text: str) -> str:
         # Platform messages could echo what we sent; neither the secret nor the token may leak.
-        for secret in (self._creds.app_secret if self._creds else None, self._token):
-            if secret:
-                text = text.replace(secret, "****")
-        return text[:500]
+        return scrub(text, self._creds.app_secret if self._creds else None, self._token)
 
 
 def feishu_uuid(dedupe_key: str) -> str:
@@ -353,12 +343,6 @@ def _require(data: Mapping[str, Any], key: str, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise errors.BadResponse(f"Feishu {what}: response has no {key}")
     return value
-
-
-def _close_fields(encoder: Any) -> None:
-    for value in getattr(encoder, "fields", {}).values():
-        if isinstance(value, tuple) and len(value) > 1 and hasattr(value[1], "close"):
-            value[1].close()
 
 
 __all__ = ["FeishuChannel", "FeishuCredentials", "resolve_credentials", "base_url_for", "grant_link", "feishu_uuid"]

@@ -4,16 +4,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
-import attrs
 import requests
 
 from libtv_fsm import errors
 from libtv_fsm.channels.base import (
-    MB, Channel, RateLimit, TooLarge, override_url, pick_account, request_error, resolve_secret, response_json, scrub,
+    MB, BotToken, RateLimit, TooLarge, UploadChannel, bot_token, exchange, override_url, request_error, scrub,
 )
 
 log = logging.getLogger(__name__)
@@ -30,32 +28,16 @@ BUSY_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable",
 METADATA_EVENT = "libtv_delivery"
 
 
-@attrs.frozen
-class SlackCredentials:
+class SlackCredentials(BotToken):
     """The bot token and the Web API base; the token never shows in a repr."""
-
-    token: str = attrs.field(repr=False)
-    api_url: str
-    source: str
 
 
 def resolve_credentials(env: Mapping[str, str]) -> SlackCredentials:
     """SLACK_BOT_TOKEN, else channels.slack.botToken of openclaw.json."""
     api_url = override_url(env, "LIBTV_SLACK_API_URL", API_URL)
-    token = (env.get("SLACK_BOT_TOKEN") or "").strip()
-    if token:
-        return SlackCredentials(_checked(token, "SLACK_BOT_TOKEN"), api_url, "environment")
-
-    def read(account: Mapping[str, Any], where: str) -> Optional[str]:
-        return resolve_secret(account.get("botToken"), env, where + " botToken") or None
-
-    try:
-        found, where, _ = pick_account(env, "slack", read)
-    except errors.ConfigError as err:
-        raise errors.ConfigError(
-            "No Slack bot token: set SLACK_BOT_TOKEN, or channels.slack.botToken (xoxb-...) in openclaw.json; "
-            f"{err}") from None
-    return SlackCredentials(_checked(found, where), api_url, where)
+    token, where = bot_token(env, "SLACK_BOT_TOKEN", "slack", "botToken", "No Slack bot token: set SLACK_BOT_TOKEN, "
+                             "or channels.slack.botToken (xoxb-...) in openclaw.json")
+    return SlackCredentials(_checked(token, "SLACK_BOT_TOKEN" if where == "environment" else where), api_url, where)
 
 
 def _checked(token: str, where: str) -> str:
@@ -91,7 +73,7 @@ def parse_target(chat_id: str) -> str:
                             "conversation id (channel names are not accepted)")
 
 
-class SlackChannel(Channel):
+class SlackChannel(UploadChannel[SlackCredentials]):
     """Posts as a Slack app's bot user."""
 
     name = "slack"
@@ -101,30 +83,16 @@ class SlackChannel(Channel):
 
     def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
                  variant: Optional[str] = None, sleep: Optional[Callable[[float], None]] = None) -> None:
-        super().__init__(env, session, variant)
-        self._creds: Optional[SlackCredentials] = None
-        self._sleep = sleep or time.sleep
+        super().__init__(env, session, variant, sleep)
         self._dms: Dict[str, str] = {}
 
-    @property
-    def credentials(self) -> SlackCredentials:
-        if self._creds is None:
-            self._creds = resolve_credentials(self.env)
-        return self._creds
-
-    def check_ready(self) -> None:
-        _ = self.credentials
+    def load_credentials(self) -> SlackCredentials:
+        return resolve_credentials(self.env)
 
     def normalize_target(self, chat_id: str) -> str:
         return parse_target(chat_id)
 
     # ---- sends ----
-
-    def send_video(self, target: str, path: Path, *, file_name: str, dedupe_key: str) -> str:
-        return self._send_file(target, path, file_name or path.name, dedupe_key)
-
-    def send_image(self, target: str, path: Path, *, dedupe_key: str) -> str:
-        return self._send_file(target, path, path.name, dedupe_key)
 
     def send_text(self, target: str, text: str, *, dedupe_key: str) -> str:
         channel = self._conversation(target)
@@ -218,20 +186,14 @@ class SlackChannel(Channel):
     def _api(self, method: str, *, json: Any = None, form: Optional[Dict[str, str]] = None,
              params: Optional[Dict[str, str]] = None, http_method: str = "POST",
              sent_message: bool = False) -> Dict[str, Any]:
-        from libtv_fsm.transport import request
-
         creds = self.credentials
         url = f"{creds.api_url}/{method}"
         headers = {"Authorization": f"Bearer {creds.token}"}
-        limits = RateLimit("Slack", self._sleep)
+        limits = RateLimit("Slack", self.pause)
         while True:
-            try:
-                response = request(self.http, http_method, url, headers=headers, json=json, data=form,
-                                   params=params, stream=True)
-            except requests.RequestException as err:
-                raise request_error(err, "Slack", method, url, sent_message) from None
+            response, parsed = exchange(self.http, "Slack", http_method, url, method, sent_message=sent_message,
+                                        headers=headers, json=json, data=form, params=params)
             status, retry_after = response.status_code, response.headers.get("Retry-After")
-            parsed = response_json(response)
             error = parsed.get("error") if isinstance(parsed, dict) else None
             if status == 429 or error == "ratelimited":
                 limits.wait(retry_after, method)

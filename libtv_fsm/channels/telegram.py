@@ -4,17 +4,14 @@ from __future__ import annotations
 import logging
 import mimetypes
 import re
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import attrs
-import requests
 
 from libtv_fsm import errors
 from libtv_fsm.channels.base import (
-    MB, Channel, RateLimit, TooLarge, close_fields, override_url, pick_account,
-    request_error, resolve_secret, response_json, scrub,
+    MB, Channel, RateLimit, TooLarge, exchange, override_url, pick_account, resolve_secret, scrub,
 )
 
 log = logging.getLogger(__name__)
@@ -93,7 +90,7 @@ def parse_target(chat_id: str) -> Tuple[str, Optional[int]]:
     return chat, (int(topic) if topic else None)
 
 
-class TelegramChannel(Channel):
+class TelegramChannel(Channel[TelegramCredentials]):
     """Sends as a Telegram bot through the Bot API."""
 
     name = "telegram"
@@ -101,20 +98,8 @@ class TelegramChannel(Channel):
     max_video_bytes = 50 * MB  # the Bot API's upload limit
     max_image_bytes = 10 * MB  # sendPhoto's limit
 
-    def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
-                 variant: Optional[str] = None, sleep: Optional[Callable[[float], None]] = None) -> None:
-        super().__init__(env, session, variant)
-        self._creds: Optional[TelegramCredentials] = None
-        self._sleep = sleep
-
-    @property
-    def credentials(self) -> TelegramCredentials:
-        if self._creds is None:
-            self._creds = resolve_credentials(self.env)
-        return self._creds
-
-    def check_ready(self) -> None:
-        _ = self.credentials
+    def load_credentials(self) -> TelegramCredentials:
+        return resolve_credentials(self.env)
 
     def normalize_target(self, chat_id: str) -> str:
         chat, topic = parse_target(chat_id)
@@ -165,21 +150,13 @@ class TelegramChannel(Channel):
 
     def _call(self, method: str, chat: str, body: Callable[[str], Dict[str, Any]]) -> str:
         """POST one Bot API method that sends a message; the message id."""
-        from libtv_fsm.transport import request
-
         creds = self.credentials
         url = f"{creds.api_root}/bot{creds.token}/{method}"
-        limits = RateLimit("Telegram", self._sleep or time.sleep)
+        limits = RateLimit("Telegram", self.pause)
         migrated = False
         while True:
-            kwargs = body(chat)
-            try:
-                response = request(self.http, "POST", url, stream=True, **kwargs)
-            except requests.RequestException as err:
-                raise request_error(err, "Telegram", method, url, sent_message=True) from None
-            finally:
-                close_fields(kwargs.get("data"))
-            status, parsed = response.status_code, response_json(response)
+            response, parsed = exchange(self.http, "Telegram", "POST", url, method, sent_message=True, **body(chat))
+            status = response.status_code
             if not isinstance(parsed, dict) or not isinstance(parsed.get("ok"), bool):
                 if status >= 500 or status in (408, 429) or 200 <= status < 300:
                     raise errors.UnavailableError(f"Telegram {method}: unexpected answer (HTTP {status})", status=status)

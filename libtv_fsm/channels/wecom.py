@@ -17,8 +17,7 @@ import requests
 
 from libtv_fsm import errors
 from libtv_fsm.channels.base import (
-    MB, Channel, RateLimit, TooLarge, close_fields, override_url, pick_account, request_error, resolve_secret,
-    response_json, scrub,
+    MB, Channel, RateLimit, TooLarge, exchange, override_url, pick_account, resolve_secret, scrub,
 )
 
 log = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ class MediaKeep:
             log.warning("wecom: could not keep media_id %s: %s", media_id, err)
 
 
-class WecomChannel(Channel):
+class WecomChannel(Channel[WecomCredentials]):
     """Sends as a WeCom self-built app (the "agent" mode) to members of the corp."""
 
     name = "wecom"
@@ -147,24 +146,16 @@ class WecomChannel(Channel):
     def __init__(self, env: Mapping[str, str], session: Optional[requests.Session] = None,
                  variant: Optional[str] = None, sleep: Optional[Callable[[float], None]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(env, session, variant)
+        super().__init__(env, session, variant, sleep)
         from libtv_fsm.config import nexu_home
 
-        self._creds: Optional[WecomCredentials] = None
-        self._sleep = sleep or time.sleep
         self._clock = clock
         self._token: Optional[str] = None
         self._token_until = 0.0
         self.media = MediaKeep(nexu_home(env) / "libtv-channel-cache" / "wecom-media")
 
-    @property
-    def credentials(self) -> WecomCredentials:
-        if self._creds is None:
-            self._creds = resolve_credentials(self.env)
-        return self._creds
-
-    def check_ready(self) -> None:
-        _ = self.credentials
+    def load_credentials(self) -> WecomCredentials:
+        return resolve_credentials(self.env)
 
     def normalize_target(self, chat_id: str) -> str:
         return parse_target(chat_id)
@@ -222,7 +213,7 @@ class WecomChannel(Channel):
 
     def _api(self, path: str, what: str, body: Callable[[], Dict[str, Any]], *,
              params: Optional[Dict[str, str]] = None, sent_message: bool = False) -> Dict[str, Any]:
-        limits = RateLimit("WeCom", self._sleep)
+        limits = RateLimit("WeCom", self.pause)
         refreshed = False
         while True:
             query = {"access_token": self._access_token(), **(params or {})}
@@ -253,18 +244,12 @@ class WecomChannel(Channel):
 
     def _request(self, method: str, path: str, what: str, kwargs: Dict[str, Any], query: Dict[str, str],
                  sent_message: bool) -> Dict[str, Any]:
-        from libtv_fsm.transport import request
-
         url = self.credentials.base_url + path
         headers = kwargs.pop("headers", {})
-        try:
-            # The secret and the token ride in the query string: no error text may quote the URL.
-            response = request(self.http, method, url, params=query, headers=headers, stream=True, **kwargs)
-        except requests.RequestException as err:
-            raise request_error(err, "WeCom", what, url, sent_message) from None
-        finally:
-            close_fields(kwargs.get("data"))
-        status, parsed = response.status_code, response_json(response)
+        # The secret and the token ride in the query string: no error text may quote the URL.
+        response, parsed = exchange(self.http, "WeCom", method, url, what, sent_message=sent_message,
+                                    params=query, headers=headers, **kwargs)
+        status = response.status_code
         if status >= 500 or status in (408, 429):
             raise errors.UnavailableError(f"WeCom {what}: temporarily unavailable (HTTP {status})", status=status)
         if status == 413:
