@@ -12,7 +12,7 @@ import pytest
 
 from libtv_fsm import errors
 from libtv_fsm.channels import Channel, channel_names, get_channel
-from libtv_fsm.channels.base import load_openclaw_config, openclaw_config_candidates, resolve_secret
+from libtv_fsm.channels.accounts import load_openclaw_config, openclaw_config_candidates, resolve_secret
 from libtv_fsm.channels.feishu import FeishuChannel
 
 PLUGIN_SOURCE = '''

@@ -12,9 +12,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import requests
 
 from libtv_fsm import __version__, errors
-from libtv_fsm.channels.base import (
-    MB, BotToken, RateLimit, TooLarge, UploadChannel, bot_token, exchange, override_url, scrub,
-)
+from libtv_fsm.channels.accounts import BotToken, bot_token, override_url
+from libtv_fsm.channels.base import MB, RateLimit, TooLarge, UploadChannel, exchange, scrub
 
 log = logging.getLogger(__name__)
 

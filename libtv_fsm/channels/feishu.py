@@ -15,10 +15,8 @@ import attrs
 import requests
 
 from libtv_fsm import errors
-from libtv_fsm.channels.base import (
-    MB, Channel, PermissionDenied, TooLarge, channel_section, close_fields, default_path_hint, is_disabled,
-    iter_accounts, resolve_secret, scrub,
-)
+from libtv_fsm.channels.accounts import channel_section, default_path_hint, is_disabled, iter_accounts, resolve_secret
+from libtv_fsm.channels.base import MB, Channel, PermissionDenied, TooLarge, close_fields, scrub
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ from typing import Any, Callable, Dict, Mapping, Optional
 import requests
 
 from libtv_fsm import errors
-from libtv_fsm.channels.base import (
-    MB, BotToken, RateLimit, TooLarge, UploadChannel, bot_token, exchange, override_url, request_error, scrub,
-)
+from libtv_fsm.channels.accounts import BotToken, bot_token, override_url
+from libtv_fsm.channels.base import MB, RateLimit, TooLarge, UploadChannel, exchange, request_error, scrub
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ import attrs
 import requests
 
 from libtv_fsm import errors
-from libtv_fsm.channels.base import (
-    MB, Channel, RateLimit, TooLarge, exchange, override_url, pick_account, resolve_secret, scrub,
-)
+from libtv_fsm.channels.accounts import override_url, pick_account, resolve_secret
+from libtv_fsm.channels.base import MB, Channel, RateLimit, TooLarge, exchange, scrub
 
 log = logging.getLogger(__name__)
 
