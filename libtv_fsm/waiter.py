@@ -220,7 +220,7 @@ class Waiter:
             self.keep_copies(session)
             return EXIT_OK
         from libtv_fsm.channels.base import SendInDoubt
-        from libtv_fsm.delivery import deliver_result, dedupe_key
+        from libtv_fsm.delivery import deliver_result
 
         try:
             channel = self.channel(session)
@@ -234,16 +234,9 @@ class Waiter:
             uncertain = False
             in_doubt = session.attempts.get(url, 0)
             if in_doubt and not channel.dedupes:
-                # A send started earlier and its outcome was never recorded; this platform would
-                # show a resend twice. Ask it where it can tell; else resend at most once.
-                found = channel.find_sent(target, dedupe_key(self.sid, url))
-                if found:
-                    self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as="reconciled", message_id=found))
-                    self.log(f"{url} was already in the chat (found {found}); not sent again")
-                    continue
-                if in_doubt >= 2:
-                    self.record(ev.DeliverySucceeded(at=ev.now(), url=url, sent_as="unknown", uncertain=True))
-                    self.log(f"{url}: two sends without a recorded outcome; not sending a third (uncertain)")
+                # A send started earlier (a crash) and its outcome was never recorded; this
+                # platform would show a resend twice.
+                if self.reconcile(channel, target, url, resent=in_doubt >= 2):
                     continue
                 uncertain = True
             for attempt in range(1, self.settings.delivery_tries + 1):
@@ -252,14 +245,9 @@ class Waiter:
                     outcome = deliver_result(channel, target, self.sid, url, http=self.http, workdir=workdir)
                 except TransientError as err:
                     if isinstance(err, SendInDoubt) and not channel.dedupes:
-                        # No answer to a send that went out: as after a crash, the attempt stays in
-                        # doubt (no outcome recorded); reconcile, else resend once, never a third time.
+                        # No answer to a send that went out: in doubt, as after a crash.
                         self.log(f"delivery of {url} (try {attempt}): {err}")
-                        found = channel.find_sent(target, dedupe_key(self.sid, url))
-                        if found or uncertain:
-                            self.record(ev.DeliverySucceeded(at=ev.now(), url=url, message_id=found or "",
-                                                             sent_as="reconciled" if found else "unknown",
-                                                             uncertain=uncertain or not found))
+                        if self.reconcile(channel, target, url, resent=uncertain):
                             break
                         uncertain = True
                         continue
@@ -285,6 +273,24 @@ class Waiter:
         self.log(f"session {self.sid} delivered ({len(session.result_urls)} result(s))")
         self.keep_copies(session)
         return EXIT_OK
+
+    def reconcile(self, channel: Any, target: str, url: str, resent: bool) -> bool:
+        """Settle a send of ``url`` whose outcome is unknown on a platform that does not de-duplicate.
+
+        If the platform shows the message (``find_sent``), it is recorded delivered. If it was
+        already resent once, it is recorded delivered but uncertain: never a third send. Else
+        False: the caller resends once, marked uncertain.
+        """
+        from libtv_fsm.delivery import dedupe_key
+
+        found = channel.find_sent(target, dedupe_key(self.sid, url))
+        if not found and not resent:
+            return False
+        self.record(ev.DeliverySucceeded(at=ev.now(), url=url, message_id=found or "",
+                                         sent_as="reconciled" if found else "unknown", uncertain=resent or not found))
+        self.log(f"{url} was already in the chat ({found}); not sent again" if found
+                 else f"{url}: sent twice without an answer; not sending a third time (uncertain)")
+        return True
 
     def notify(self, session: Session, kind: str, detail: str) -> None:
         """Tell the chat once that the session failed or is still generating."""
