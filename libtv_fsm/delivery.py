@@ -89,8 +89,8 @@ def deliver_result(channel: Channel, target: str, session_id: str, url: str, *,
                 message_id = channel.send_image(target, path, dedupe_key=key)
             return Outcome(url, kind, message_id)
         except TooLarge:
-            why = f"over the {channel.name} size limit"
-            return _send_link(channel, target, url, key, _ready_text(kind, url, why), why)
+            reason = f"over the {channel.name} size limit"
+            return _send_link(channel, target, url, key, _ready_text(kind, url, reason), reason)
         except PermissionDenied as err:
             text = f"Your {kind} is ready: {url}"
             if err.grant_link:

@@ -8,7 +8,6 @@ in it is lost.
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, List

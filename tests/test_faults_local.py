@@ -6,13 +6,11 @@ not, nothing is written outside its folder, and nothing already journaled is los
 from __future__ import annotations
 
 import json
-import os
 import resource
 import subprocess
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import pytest
 
 from conftest import ENTRY_POINTS, Ran
 from faultkit import (GATEWAY_KEY, GROUP, assert_clean_replay, assert_delivered_once, each_in_parallel,  # noqa: F401

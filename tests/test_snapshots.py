@@ -5,7 +5,6 @@ import json
 import multiprocessing
 import os
 import subprocess
-import sys
 import tempfile
 from datetime import timedelta
 from pathlib import Path
