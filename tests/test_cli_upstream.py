@@ -173,6 +173,9 @@ def test_tasks_on_the_gateway(run: Any, sim: Simulator, route: str) -> None:
     assert ran.code == 0, ran
     assert ran.lines[0] == "1 task(s):" and sid in ran.lines[1] and "completed" in ran.lines[1]
     assert any(line.strip().startswith("🎬 " + sim.url) for line in ran.lines)
+    doc = run("tasks", "--json").json()
+    assert [t["id"] for t in doc["tasks"]] == [sid] and doc["tasks"][0]["status"] == "completed"
+    assert set(doc["tasks"][0]) == {"id", "status", "backend", "created_at", "completed_at", "video_url", "error_message"}
 
 
 def test_change_project(run: Any, sim: Simulator, route: str) -> None:

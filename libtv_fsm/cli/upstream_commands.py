@@ -210,6 +210,11 @@ def cmd_download_results(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     backend = _backend()
     tasks = backend.tasks()
+    if args.json:
+        import attrs
+
+        emit_json({"tasks": [attrs.asdict(task) for task in tasks]})
+        return 0
     if not tasks:
         say("No tasks yet.")
         return 0
@@ -267,6 +272,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_download_results)
 
     p = sub.add_parser("tasks", help="the gateway's task list (mgk_ keys only)")
+    p.add_argument("--json", action="store_true", help='one JSON line {"tasks": [...]} instead of human lines')
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("change-project", help="start a new project; prints {\"projectUuid\",\"projectUrl\"}")
