@@ -148,14 +148,22 @@ class JsonlJournal(Journal):
         path = self.path(session_id)
         try:
             with open(path, "rb") as fh:
+                before = os.fstat(fh.fileno())
                 data = fh.read()
-                stat = os.fstat(fh.fileno())
+                after = os.fstat(fh.fileno())
         except FileNotFoundError:
             return JournalRead([])
         except OSError as err:
             raise JournalError(f"Cannot read the journal {path}: {err.strerror or err}") from None
         result = parse_lines(data)
-        self._known[session_id] = ((stat.st_size, stat.st_mtime_ns), result.version)
+        key = (after.st_size, after.st_mtime_ns)
+        if key == (before.st_size, before.st_mtime_ns) and len(data) == after.st_size:
+            self._known[session_id] = (key, result.version)
+        else:
+            # Another process appended while we read: the version we parsed may be older than
+            # the file's size says. Caching it would let our next append skip the version check
+            # and write a sequence number twice.
+            self._known.pop(session_id, None)
         return result
 
     def session_ids(self) -> List[str]:

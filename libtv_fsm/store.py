@@ -21,7 +21,10 @@ from libtv_fsm.replay import Session, apply, may, replay
 if TYPE_CHECKING:
     from libtv_fsm.snapshots import Summary
 
-MAX_CONFLICT_RETRIES = 20
+MAX_CONFLICT_RETRIES = 60
+# After losing a race, wait a random moment (growing, capped) so racing writers spread out
+# instead of colliding again on the next replay.
+CONFLICT_BACKOFF_CAP = 0.05
 
 
 class SessionStore:
@@ -92,7 +95,7 @@ class SessionStore:
         ``decide`` may run more than once (after a concurrent append); return [] to write nothing.
         """
         validate_session_id(session_id)
-        for _ in range(MAX_CONFLICT_RETRIES):
+        for attempt in range(MAX_CONFLICT_RETRIES):
             session = self.replay(session_id)
             new_events = decide(session)
             if not new_events:
@@ -102,6 +105,10 @@ class SessionStore:
             try:
                 self.journal.append(session_id, new_events, expected)
             except ConcurrencyConflict:
+                import random
+                import time
+
+                time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_CAP, 0.001 * 2 ** attempt)))
                 continue
             return session
         raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again")

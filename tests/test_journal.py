@@ -145,3 +145,42 @@ def test_only_one_waiter_can_hold_a_session(home):
     assert probe.returncode == 5
     first.release()
     assert j.claim_waiter("s1").held
+
+
+def test_an_append_landing_during_a_read_never_lets_a_stale_version_through(home, monkeypatch):
+    """Another process appends right after our read got its bytes: our next append must be refused."""
+    import builtins
+
+    ours, theirs = JsonlJournal(home), JsonlJournal(home)
+    ours.append("s1", [started(1)], 0)
+    real_open = builtins.open
+
+    class AppendAfterRead:
+        def __init__(self, fh):  # type: ignore[no-untyped-def]
+            self.fh = fh
+
+        def read(self, *args):  # type: ignore[no-untyped-def]
+            data = self.fh.read(*args)
+            theirs.append("s1", [started(2)], 1)  # lands between our read and whatever comes next
+            return data
+
+        def fileno(self):  # type: ignore[no-untyped-def]
+            return self.fh.fileno()
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            return self.fh.__exit__(*exc)
+
+    def racing_open(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        fh = real_open(path, mode, *args, **kwargs)
+        return AppendAfterRead(fh) if str(path).endswith("s1.jsonl") and "r" in mode else fh
+
+    monkeypatch.setattr(builtins, "open", racing_open)
+    seen = ours.read("s1")
+    monkeypatch.undo()
+    assert seen.version == 1 and theirs.read("s1").version == 2
+    with pytest.raises(ConcurrencyConflict):
+        ours.append("s1", [started(3)], seen.version)
+    assert [seq for seq, _ in JsonlJournal(home).read("s1").entries] == [1, 2]
