@@ -138,21 +138,10 @@ def _read(path: Path) -> Optional[Dict[str, Any]]:
 
 
 def _write_atomic(path: Path, record: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    from libtv_fsm.atomicfile import write_atomic
+
     data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
     try:
-        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(str(tmp), str(path))
+        write_atomic(path, data, 0o600)
     except OSError as err:
-        try:
-            os.unlink(str(tmp))
-        except OSError:
-            pass
         raise JournalError(f"Cannot write the submit record {path}: {err.strerror or err}") from None
