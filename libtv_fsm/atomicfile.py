@@ -1,9 +1,10 @@
-"""Replace a file atomically (readers see the old file or the new one, never half), private from its first byte."""
+"""Files written atomically (readers see the old file or the new one, never half), private from the first byte;
+and read whole, knowing whether they changed meanwhile."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Tuple, Union
 
 
 def fsync_dir(folder: Union[str, Path]) -> None:
@@ -50,3 +51,17 @@ def write_atomic(path: Union[str, Path], data: bytes, mode: int = 0o600, durable
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def read_steady(path: Union[str, Path]) -> Tuple[bytes, Optional[os.stat_result]]:
+    """The file's bytes, and its stat if nobody changed it while it was read (else None).
+
+    A cache keyed on (size, mtime) may only use that stat: one taken after the read alone can
+    describe bytes an appender added after ours were read. OSError (FileNotFoundError) as open.
+    """
+    with open(path, "rb") as fh:
+        before = os.fstat(fh.fileno())
+        data = fh.read()
+        after = os.fstat(fh.fileno())
+    same = (before.st_size, before.st_mtime_ns, before.st_ino) == (after.st_size, after.st_mtime_ns, after.st_ino)
+    return data, (after if same and len(data) == after.st_size else None)

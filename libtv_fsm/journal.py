@@ -21,7 +21,7 @@ import attr
 from filelock import FileLock, Timeout
 
 from libtv_fsm import failpoints
-from libtv_fsm.atomicfile import fsync_dir
+from libtv_fsm.atomicfile import fsync_dir, read_steady
 from libtv_fsm.errors import ConcurrencyConflict, JournalError
 from libtv_fsm.events import Event, UnknownEvent, from_record, to_record
 from libtv_fsm.ids import validate_session_id
@@ -147,18 +147,14 @@ class JsonlJournal(Journal):
     def read(self, session_id: str) -> JournalRead:
         path = self.path(session_id)
         try:
-            with open(path, "rb") as fh:
-                before = os.fstat(fh.fileno())
-                data = fh.read()
-                after = os.fstat(fh.fileno())
+            data, steady = read_steady(path)
         except FileNotFoundError:
             return JournalRead([])
         except OSError as err:
             raise JournalError(f"Cannot read the journal {path}: {err.strerror or err}") from None
         result = parse_lines(data)
-        key = (after.st_size, after.st_mtime_ns)
-        if key == (before.st_size, before.st_mtime_ns) and len(data) == after.st_size:
-            self._known[session_id] = (key, result.version)
+        if steady is not None:
+            self._known[session_id] = ((steady.st_size, steady.st_mtime_ns), result.version)
         else:
             # Another process appended while we read: the version we parsed may be older than
             # the file's size says. Caching it would let our next append skip the version check

@@ -67,19 +67,17 @@ def read_keyed(path: Path) -> Tuple[bytes, Optional[Key]]:
 
     FileNotFoundError if there is no journal; any other failure is the journal's JournalError.
     """
+    from libtv_fsm.atomicfile import read_steady
+
     try:
-        with open(path, "rb") as fh:
-            before = os.fstat(fh.fileno())
-            data = fh.read()
-            after = os.fstat(fh.fileno())
+        data, steady = read_steady(path)
     except FileNotFoundError:
         raise
     except OSError as err:
         from libtv_fsm.errors import JournalError
 
         raise JournalError(f"Cannot read the journal {path}: {err.strerror or err}") from None
-    key = _key(after)
-    return data, (key if key == _key(before) and len(data) == after.st_size else None)
+    return data, (_key(steady) if steady is not None else None)
 
 
 def _replay_bytes(session_id: str, data: bytes) -> Any:
