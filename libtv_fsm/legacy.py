@@ -61,14 +61,14 @@ def read_model_text(rows: List[Summary]) -> str:
     return json.dumps([legacy_from_view(r.view()) for r in dated[:MAX_LEGACY]], ensure_ascii=False, indent=1)
 
 
-def sync_read_model(home: Path, rows: Callable[[], List[Summary]]) -> None:
-    """Rewrite libtv-sessions.json if it says something else than the journals (best effort).
+def sync_read_model(home: Path, rows: List[Summary], fresh: Callable[[], List[Summary]]) -> None:
+    """Rewrite libtv-sessions.json if it says something else than ``rows`` (best effort).
 
-    ``rows`` lists the sessions; it is called again under the read model's lock before writing,
-    so a slower process can never replace a newer read model with the older list it computed.
+    Before writing, the list is taken again with ``fresh()`` under the read model's lock, so a
+    slower process can never replace a newer read model with the older list it computed.
     """
     path = Path(home) / READ_MODEL
-    text = read_model_text(rows())
+    text = read_model_text(rows)
     try:
         if path.read_text(encoding="utf-8") == text:
             return  # nothing changed: no lock, no write, no filelock import
@@ -80,7 +80,7 @@ def sync_read_model(home: Path, rows: Callable[[], List[Summary]]) -> None:
     from libtv_fsm.readmodel import write_text
 
     try:
-        write_text(Path(home), lambda: read_model_text(rows()))
+        write_text(Path(home), lambda: read_model_text(fresh()))
         if ours:
             # The file is ours, made from the journals: mark it so that no later run takes it for
             # a legacy file to import (which would send `recover` down the slow path once more).

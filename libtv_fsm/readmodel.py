@@ -60,7 +60,7 @@ def refresh(store: Any) -> None:
     From the snapshot index: a session that did not change since the last listing is not replayed.
     """
     try:
-        sync_read_model(store.home, store.summaries)
+        sync_read_model(store.home, store.summaries(), store.summaries)
     except OSError:
         pass
 

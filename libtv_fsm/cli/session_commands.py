@@ -126,7 +126,7 @@ def _recover_local(args: argparse.Namespace) -> bool:
     listed = [(row, "running" if probe(row.session_id) else "none") for row in rows]
     from libtv_fsm.legacy import sync_read_model
 
-    sync_read_model(home, lambda: snapshots.list_sessions(home))
+    sync_read_model(home, rows, lambda: snapshots.list_sessions(home))
     if args.json:
         text = snapshots.report_json(listed) + "\n"
         out = getattr(sys.stdout, "buffer", None)
