@@ -37,11 +37,6 @@ def build(sessions: List[Session]) -> List[Dict[str, Any]]:
     return [legacy_record(s) for s in dated[:MAX_SESSIONS]]
 
 
-def write(home: Path, sessions: List[Session]) -> Path:
-    """Rebuild the read model atomically from ``sessions``."""
-    return write_text(Path(home), lambda: json.dumps(build(sessions), ensure_ascii=False, indent=1))
-
-
 def write_text(home: Path, text: Callable[[], str]) -> Path:
     """Replace the read model atomically with what ``text()`` gives, computed under the lock."""
     path = Path(home) / READ_MODEL

@@ -39,7 +39,8 @@ def test_replay_never_raises_and_state_is_always_a_contract_state(events):
     session = replay("s", list(enumerate(events, start=1)))
     assert session.state in STATES
     assert len(session.events) == len(events)
-    assert all(e.applied for e in session.events if e not in session.ignored)
+    assert [e for e in session.events if not e.applied] == session.ignored
+    assert session.version == len(events)
 
 
 @settings(max_examples=200)
