@@ -270,3 +270,18 @@ def test_query_session_journals_new_results_and_answers_from_the_journal(skill, 
     assert skill("recover", "--json").json()["sessions"][0]["waiter"] == "started"
     wait_state(home, sid, "delivered")
     assert len(chat(sim, GROUP)) == 1
+
+
+def test_wait_and_deliver_takes_over_a_session_submitted_elsewhere(skill, home, sim):
+    import requests
+
+    headers = {"X-API-KEY": KEYS["gateway"]}
+    made = requests.post(sim.url + "/libtv/v1/session", json={"message": "from another machine"},
+                         headers=headers, timeout=10).json()
+    sid = made["sessionId"]
+    ran = skill("wait-and-deliver", "--session-id", sid, "--project-id", made["projectUuid"],
+                env={"OPENCLAW_CHANNEL_TYPE": "feishu", "OPENCLAW_CHAT_ID": GROUP})
+    assert ran.code == 0 and ran.json() == {"sessionId": sid, "state": "delivered"}, ran
+    session = SessionStore(home).load(sid)
+    assert session.project_uuid == made["projectUuid"] and session.delivery.chat_id == GROUP
+    assert len(chat(sim, GROUP)) == len(session.result_urls) == 1
