@@ -138,3 +138,24 @@ def sim():  # type: ignore[no-untyped-def]
     with Simulator() as s:
         yield s
     assert not s.errors, "the simulator itself failed on a request:\n" + "\n".join(s.errors)
+
+
+def legacy_sessions(chat_id: str) -> List[Dict[str, Any]]:
+    """A `libtv-sessions.json` as the earlier stdlib skill wrote it: one session of each legacy status."""
+    return [
+        {"session_id": "old-delivered", "project_uuid": "p1", "status": "completed", "submitted_text": "a cat",
+         "auth_mode": "nexu_gateway", "delivery": {"channel": "feishu", "chat_id": chat_id},
+         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:05:00Z",
+         "result_urls": ["https://libtv-res.liblib.art/claw/a.mp4"], "completed_at": "2026-01-01T00:04:00Z",
+         "delivered_at": "2026-01-01T00:05:00Z"},
+        {"session_id": "old-completed", "project_uuid": "p2", "status": "completed", "submitted_text": "a dog",
+         "auth_mode": "libtv_direct", "delivery": {}, "created_at": "2026-01-02T00:00:00Z",
+         "updated_at": "2026-01-02T00:03:00Z", "result_urls": ["https://libtv-res.liblib.art/sd-gen-save-img/b.png"],
+         "completed_at": "2026-01-02T00:03:00Z"},
+        {"session_id": "old-failed", "project_uuid": "p3", "status": "failed", "submitted_text": "a fox",
+         "auth_mode": "nexu_gateway", "delivery": {}, "created_at": "2026-01-03T00:00:00Z",
+         "updated_at": "2026-01-03T00:01:00Z", "failure_message": "Content policy violation"},
+        {"session_id": "old-timeout", "project_uuid": "p4", "status": "timeout", "submitted_text": "an owl",
+         "auth_mode": "nexu_gateway", "delivery": {}, "created_at": "2026-01-04T00:00:00Z",
+         "updated_at": "2026-01-04T01:00:00Z"},
+    ]

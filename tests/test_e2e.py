@@ -15,7 +15,7 @@ from typing import List
 
 import pytest
 
-from conftest import ENTRY_POINTS, Cli, point_at_sim
+from conftest import ENTRY_POINTS, Cli, legacy_sessions, point_at_sim
 from libtv_fsm import SessionStore
 from waiting import state_of, wait_for, wait_state, waiter_gone
 
@@ -214,22 +214,14 @@ def test_twenty_sessions_at_once_are_each_delivered_once(skill, home, sim):
 
 
 def test_a_legacy_sessions_file_is_imported_and_nothing_in_it_is_lost(skill, home, sim):
-    legacy = [
-        {"session_id": "old-delivered", "project_uuid": "p1", "status": "completed", "submitted_text": "a cat",
-         "auth_mode": "nexu_gateway", "delivery": {"channel": "feishu", "chat_id": GROUP},
-         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:05:00Z",
-         "result_urls": ["https://libtv-res.liblib.art/claw/a.mp4"], "completed_at": "2026-01-01T00:04:00Z",
-         "delivered_at": "2026-01-01T00:05:00Z"},
-        {"session_id": "old-failed", "project_uuid": "p2", "status": "failed", "submitted_text": "a dog",
-         "auth_mode": "libtv_direct", "delivery": {}, "created_at": "2026-01-02T00:00:00Z",
-         "updated_at": "2026-01-02T00:01:00Z", "failure_message": "policy"},
-    ]
+    # the delivered and the failed session of the earlier skill's file
+    legacy = [r for r in legacy_sessions(GROUP) if r["session_id"] in ("old-delivered", "old-failed")]
     (home / "libtv-sessions.json").write_text(json.dumps(legacy))
     ran = skill("recover", "--json", env={"LIBTV_SKIP_BACKGROUND_WAITER": "1"})
     assert ran.code == 0, ran
     by_id = {s["session_id"]: s for s in ran.json()["sessions"]}
     assert by_id["old-delivered"]["state"] == "delivered" and by_id["old-failed"]["state"] == "failed"
-    assert by_id["old-failed"]["failure_message"] == "policy"
+    assert by_id["old-failed"]["failure_message"] == "Content policy violation"
     assert by_id["old-delivered"]["result_urls"] == ["https://libtv-res.liblib.art/claw/a.mp4"]
     assert list(home.glob("libtv-sessions.json.legacy-*.bak"))
     model = json.loads((home / "libtv-sessions.json").read_text())

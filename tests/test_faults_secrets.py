@@ -158,7 +158,6 @@ def test_an_api_call_redirected_to_another_host_is_not_followed_with_the_key(hom
         sim.inject(path, "redirect", "redirect", "redirect", "redirect")
         ran = cli(*args)
         assert ran.code != 0 and "redirect" in ran.last.lower(), ran
-        with sim.lock:
-            sim._injected.clear()
+        sim.clear_injected()
     assert catcher.requests == []
     assert Path(home / "libtv.json").exists()

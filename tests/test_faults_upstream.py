@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator, Tuple
 
 import pytest
 
@@ -29,8 +31,12 @@ COMMANDS = [
 ]
 
 
-def hostile_commands(base: Path, fault: str) -> None:
-    """Every upstream command against one hostile answer, with its own simulator, home and catcher."""
+@contextmanager
+def hostile_world(base: Path, fault: str) -> Iterator[Tuple[Any, Any, Path, Any]]:
+    """(sim, catcher, home, skill) for one fault: its own simulator redirecting to a catcher host.
+
+    On the way out: no request followed a redirect to the catcher, and the simulator did not crash.
+    """
     from faultkit import Catcher
     from libtv_fsm.sim import Simulator
 
@@ -40,31 +46,36 @@ def hostile_commands(base: Path, fault: str) -> None:
             home = base / fault / "nexu"
             skill = make_skill(home, sim)
             sim.redirect_to = catcher.url + "/steal"
-            image = base / fault / "in.png"
-            image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
-            out = base / fault / "out"
-            for argv, prefix in COMMANDS:
-                args = [a.format(image=image, out=out) for a in argv]
-                sim.inject(prefix, fault)
-                started = time.monotonic()
-                ran = skill(*args, env={**FAST_DEADLINE, "LIBTV_SKIP_BACKGROUND_WAITER": "1"}, timeout=30)
-                elapsed = time.monotonic() - started
-                with sim.lock:
-                    sim._injected.clear()  # a leftover must not meet the next command
-                where = f"{' '.join(args)} vs {fault}"
-                assert "Traceback" not in ran.out + ran.err, f"{where}: {ran!r}"
-                assert elapsed < 15, f"{where} took {elapsed:.1f} s"
-                if ran.code != 0:
-                    errors = [x for x in ran.lines if x.startswith("❌")]
-                    assert ran.last.startswith("❌ ") and len(errors) == 1, f"{where}: {ran!r}"
-                if args[0] == "create-session":
-                    # whatever came back is not a usable session: refused, and nothing journaled for it
-                    assert ran.code != 0, f"{where}: {ran!r}"
-                    assert SessionStore(home).journal.session_ids() == []
+            yield sim, catcher, home, skill
             assert catcher.requests == [], f"{fault}: a request followed a redirect to another host"
             assert not sim.errors, sim.errors
         finally:
             catcher.close()
+
+
+def hostile_commands(base: Path, fault: str) -> None:
+    """Every upstream command against one hostile answer, with its own simulator, home and catcher."""
+    with hostile_world(base, fault) as (sim, catcher, home, skill):
+        image = base / fault / "in.png"
+        image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+        out = base / fault / "out"
+        for argv, prefix in COMMANDS:
+            args = [a.format(image=image, out=out) for a in argv]
+            sim.inject(prefix, fault)
+            started = time.monotonic()
+            ran = skill(*args, env={**FAST_DEADLINE, "LIBTV_SKIP_BACKGROUND_WAITER": "1"}, timeout=30)
+            elapsed = time.monotonic() - started
+            sim.clear_injected()  # a leftover must not meet the next command
+            where = f"{' '.join(args)} vs {fault}"
+            assert "Traceback" not in ran.out + ran.err, f"{where}: {ran!r}"
+            assert elapsed < 15, f"{where} took {elapsed:.1f} s"
+            if ran.code != 0:
+                errors = [x for x in ran.lines if x.startswith("❌")]
+                assert ran.last.startswith("❌ ") and len(errors) == 1, f"{where}: {ran!r}"
+            if args[0] == "create-session":
+                # whatever came back is not a usable session: refused, and nothing journaled for it
+                assert ran.code != 0, f"{where}: {ran!r}"
+                assert SessionStore(home).journal.session_ids() == []
 
 
 def test_every_command_meets_every_hostile_answer_with_one_clear_line(tmp_path):
@@ -73,31 +84,19 @@ def test_every_command_meets_every_hostile_answer_with_one_clear_line(tmp_path):
 
 
 def hostile_polls(base: Path, fault: str) -> None:
-    from faultkit import Catcher
-    from libtv_fsm.sim import Simulator
-
-    with Simulator() as sim:
-        catcher = Catcher()
-        try:
-            home = base / fault / "nexu"
-            skill = make_skill(home, sim)
-            sim.redirect_to = catcher.url + "/steal"
-            sid = submit(skill, "a cat")
-            # urllib3 retries 5xx and resets inside one poll (3 times, backing off): four make one poll
-            # fail as a whole (tried for "500" only: it costs 3 s of backoff); two are absorbed by them
-            sim.inject(f"/libtv/v1/session/{sid}", *[fault] * (4 if fault == "500" else 2))
-            ran = run_waiter(skill, sid, env=FAST_DEADLINE, timeout=60)
-            assert ran.code == 0, ran
-            assert "Traceback" not in ran.err, ran.err[-2000:]
-            assert not sim._injected, "not every injected fault was met"
-            if fault not in ("path_id", "html502", "reset"):  # path_id is well-formed; the others were absorbed
-                assert "transient error, will retry" in ran.err, ran.err[-2000:]
-            assert_delivered_once(home, sim, sid)
-            assert_clean_replay(home, sid)
-            assert catcher.requests == []
-            assert not sim.errors, sim.errors
-        finally:
-            catcher.close()
+    with hostile_world(base, fault) as (sim, catcher, home, skill):
+        sid = submit(skill, "a cat")
+        # urllib3 retries 5xx and resets inside one poll (3 times, backing off): four make one poll
+        # fail as a whole (tried for "500" only: it costs 3 s of backoff); two are absorbed by them
+        sim.inject(f"/libtv/v1/session/{sid}", *[fault] * (4 if fault == "500" else 2))
+        ran = run_waiter(skill, sid, env=FAST_DEADLINE, timeout=60)
+        assert ran.code == 0, ran
+        assert "Traceback" not in ran.err, ran.err[-2000:]
+        assert not sim.pending_faults(), "not every injected fault was met"
+        if fault not in ("path_id", "html502", "reset"):  # path_id is well-formed; the others were absorbed
+            assert "transient error, will retry" in ran.err, ran.err[-2000:]
+        assert_delivered_once(home, sim, sid)
+        assert_clean_replay(home, sid)
 
 
 def test_a_waiter_polling_a_hostile_upstream_retries_and_delivers_once(tmp_path):

@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from conftest import ROOT, Cli, Ran, point_at_sim
+from conftest import ROOT, Cli, Ran, legacy_sessions, point_at_sim
 from libtv_fsm import SessionStore, skill
 from libtv_fsm import events as ev
 from waiting import wait_for
@@ -127,23 +127,7 @@ def test_the_built_folder_runs_on_a_bare_python_from_another_directory(folder, b
 def test_a_legacy_sessions_file_is_imported_through_the_folder_and_nothing_is_lost(folder, bare_python, tmp_path):
     home = tmp_path / "nexu"
     home.mkdir()
-    legacy = [
-        {"session_id": "old-delivered", "project_uuid": "p1", "status": "completed", "submitted_text": "a cat",
-         "auth_mode": "nexu_gateway", "delivery": {"channel": "feishu", "chat_id": GROUP},
-         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:05:00Z",
-         "result_urls": ["https://libtv-res.liblib.art/claw/a.mp4"], "completed_at": "2026-01-01T00:04:00Z",
-         "delivered_at": "2026-01-01T00:05:00Z"},
-        {"session_id": "old-completed", "project_uuid": "p2", "status": "completed", "submitted_text": "a dog",
-         "auth_mode": "libtv_direct", "delivery": {}, "created_at": "2026-01-02T00:00:00Z",
-         "updated_at": "2026-01-02T00:03:00Z", "result_urls": ["https://libtv-res.liblib.art/sd-gen-save-img/b.png"],
-         "completed_at": "2026-01-02T00:03:00Z"},
-        {"session_id": "old-failed", "project_uuid": "p3", "status": "failed", "submitted_text": "a fox",
-         "auth_mode": "nexu_gateway", "delivery": {}, "created_at": "2026-01-03T00:00:00Z",
-         "updated_at": "2026-01-03T00:01:00Z", "failure_message": "Content policy violation"},
-        {"session_id": "old-timeout", "project_uuid": "p4", "status": "timeout", "submitted_text": "an owl",
-         "auth_mode": "nexu_gateway", "delivery": {}, "created_at": "2026-01-04T00:00:00Z",
-         "updated_at": "2026-01-04T01:00:00Z"},
-    ]
+    legacy = legacy_sessions(GROUP)
     original = json.dumps(legacy, indent=2).encode("utf-8")
     (home / "libtv-sessions.json").write_bytes(original)
     cli = FolderCli(home, [bare_python, str(folder / "scripts" / "libtv_video.py")], tmp_path)

@@ -221,6 +221,16 @@ class Simulator:
 
     # -- dispatch ----------------------------------------------------------------------------
 
+    def pending_faults(self) -> List[Tuple[str, List[str]]]:
+        """Injected faults no request has met yet, as (path prefix, faults)."""
+        with self.lock:
+            return [(prefix, list(faults)) for prefix, faults in self._injected]
+
+    def clear_injected(self) -> None:
+        """Forget injected faults not met yet (so a leftover cannot meet the next test step)."""
+        with self.lock:
+            self._injected.clear()
+
     def _take_injected(self, path: str) -> Optional[str]:
         for i, (prefix, faults) in enumerate(self._injected):
             if path.startswith(prefix) and faults:
