@@ -56,7 +56,8 @@ def test_a_video_request_reaches_the_group_chat_once(skill, home, sim, route):
     posted = [r for r in sim.requests if r.method == "POST" and r.path.endswith("/session")]
     assert posted[0].json["message"] == "a cat surfing at sunset, video ratio 16:9"
     session = SessionStore(home).load(sid)
-    assert session.submitted_text == "a cat surfing at sunset" and session.auth_mode == {"gateway": "nexu_gateway", "direct": "libtv_direct"}[route]
+    assert session.submitted_text == "a cat surfing at sunset"
+    assert session.auth_mode == {"gateway": "nexu_gateway", "direct": "libtv_direct"}[route]
     assert Path(session.downloads[session.result_urls[0]]).is_file()  # the local copy
     log = (home / f"libtv-waiter-{sid}.log").read_text()
     assert "delivered" in log and KEYS[route] not in log

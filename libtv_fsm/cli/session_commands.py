@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("message", metavar="MESSAGE", nargs="?", help="the user's request, verbatim")
     p.add_argument("--session-id", help="continue this session (a new turn)")
     p.add_argument("--channel", help="chat channel the request came from: feishu, telegram, slack, discord, wecom, openclaw:<name>")
-    p.add_argument("--chat-id", help="chat to deliver to, as the inbound metadata names it (Feishu: a group's oc_ id, or the sender's ou_ id)")
+    p.add_argument("--chat-id", help="chat to deliver to, as the inbound metadata names it "
+                                     "(Feishu: a group's oc_ id, or the sender's ou_ id)")
     p.set_defaults(func=create_session)
 
     p = sub.add_parser("wait-and-deliver", help="blocking: poll to a final state, deliver, exit")
