@@ -46,7 +46,7 @@ fi
 # 1. The peer's test file, byte for byte.
 mkdir -p "$work/$(dirname "$TEST")"
 if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
-  git -C "$repo" show "$ref:$TEST" >"$work/$TEST" || die "$TEST not found at $ref in $repo"
+  git -C "$repo" show "$ref:$TEST" >"$work/$TEST" 2>/dev/null || die "$TEST not found at $ref in $repo"
   commit="$(git -C "$repo" rev-parse --short "$ref")"
 else
   [ -f "$repo/$TEST" ] || die "$TEST not found in $repo"
@@ -90,8 +90,8 @@ export default defineConfig({ test: { fileParallelism: false, include: ["$TEST"]
 EOF
 
 echo "Nexu $commit: $TEST"
-echo "Skill folder: $(grep -m1 '^✅' "$work/build.log" || true)"
-echo "python3: $(PATH="$work/venv/bin:$PATH" command -v python3) ($("$work/venv/bin/python3" --version 2>&1)), node $(node --version), vitest $("$work/node_modules/.bin/vitest" --version | cut -d' ' -f1)"
+grep -m1 "^✅" "$work/build.log" || true
+echo "python3: $(PATH="$work/venv/bin:$PATH" command -v python3) ($("$work/venv/bin/python3" --version 2>&1)), node $(node --version), $("$work/node_modules/.bin/vitest" --version | cut -d" " -f1)"
 echo
 
 # 5. Run it with a clean environment: nothing of this shell (keys, chat ids, NEXU_HOME) leaks in.
