@@ -53,7 +53,7 @@ def _backend(store: Any) -> Any:
 
 def create_session(args: argparse.Namespace) -> int:
     from libtv_fsm import readmodel
-    from libtv_fsm.config import effective_ratio, load_config, with_ratio_hint
+    from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
     from libtv_fsm.spawn import spawn_waiter
     from libtv_fsm.submit import note_for, resolve_target, submit, summary
@@ -63,8 +63,10 @@ def create_session(args: argparse.Namespace) -> int:
         raise InputError("Nothing to generate: pass the user's request as MESSAGE")
     store = open_store()
     config = load_config(store.home)
-    relayed = with_ratio_hint(text, effective_ratio(config, os.environ))
+    ratio, model_hint = effective_ratio(config, os.environ), model_hint_enabled(os.environ)
     backend = _backend(store)
+    # The user's words go to the journal as they are; upstream gets them with the hints.
+    relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
     target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     readmodel.refresh(store)
