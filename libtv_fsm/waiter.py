@@ -10,98 +10,23 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Sequence
-
-import attr
+from typing import Any, Callable, Mapping, Optional
 
 from libtv_fsm import backoff
 from libtv_fsm import events as ev
-from libtv_fsm.errors import InputError, LibtvError, PermanentError, TransientError
-from libtv_fsm.machine import COMPLETED, CREATED, DELIVERED, FAILED, POLLING, SUBMITTED, TIMEOUT
+from libtv_fsm.errors import LibtvError, PermanentError, TransientError
+from libtv_fsm.machine import COMPLETED, CREATED, DELIVERED, FAILED, TIMEOUT
 from libtv_fsm.replay import Session
-from libtv_fsm.results import is_complete, read_batch, result_prefixes
+from libtv_fsm.results import result_prefixes
+from libtv_fsm.waiting.polls import WAITING, conclusion, observe, settle
+from libtv_fsm.waiting.settings import EXIT_BUSY, EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, WaitSettings
 
-EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_TIMEOUT, EXIT_BUSY = 0, 1, 3, 4, 5
+__all__ = ["Waiter", "WaitSettings", "observe", "settle", "conclusion", "stderr_log", "WAITING", "CLAIM_WAIT_SECONDS",
+           "EXIT_OK", "EXIT_ERROR", "EXIT_FAILED", "EXIT_TIMEOUT", "EXIT_BUSY"]
+
 # `recover` probes the run lock for a moment to see whether a waiter is alive; a waiter starting
 # just then waits this long instead of leaving the session without one.
 CLAIM_WAIT_SECONDS = 0.25
-WAITING = (SUBMITTED, POLLING)
-
-
-@attr.frozen
-class WaitSettings:
-    """How long and how often to poll (CONTRACT section 4's waiter environment)."""
-
-    first_interval: float = backoff.DEFAULT_FIRST
-    max_interval: float = backoff.DEFAULT_CAP
-    max_polls: Optional[int] = None
-    timeout_seconds: float = 3600.0
-    delivery_tries: int = 4
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "WaitSettings":
-        def number(name: str, default: Optional[float], cast: Callable[[str], Any] = float) -> Any:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = cast(raw)
-            except ValueError:
-                raise InputError(f"{name} must be a number, got {raw[:20]!r}") from None
-            if value < 0:
-                raise InputError(f"{name} must not be negative")
-            return value
-
-        return cls(
-            first_interval=number("LIBTV_POLL_INTERVAL_SECONDS", backoff.DEFAULT_FIRST),
-            max_interval=number("LIBTV_MAX_POLL_INTERVAL_SECONDS", backoff.DEFAULT_CAP),
-            max_polls=number("LIBTV_MAX_POLLS", None, int),
-            timeout_seconds=number("LIBTV_WAIT_TIMEOUT_SECONDS", 3600.0),
-        )
-
-
-def observe(store: Any, session_id: str, messages: Sequence[Any], prefixes: Sequence[str], source: str,
-            always: bool = True) -> Session:
-    """Journal what a poll's messages say (results, failure, progress) and any conclusion they allow.
-
-    ``always`` records even a poll that brought nothing new (the waiter's quiet polls count);
-    ``query-session`` records only news.
-    """
-    def poll_event(session: Session) -> List[ev.Event]:
-        if session.state == CREATED:
-            return []
-        fresh = [m for m in messages if m.seq > session.last_seq]
-        if not fresh and not always:
-            return []
-        batch = read_batch(fresh, max(session.last_seq, session.after_seq), prefixes)
-        return [ev.PollAnswered(
-            at=ev.now(), after_seq=session.last_seq, last_seq=batch.last_seq, new_messages=len(fresh),
-            urls=batch.urls, last_result_seq=batch.last_result_seq, last_assistant_seq=batch.last_assistant_seq,
-            failure=batch.failure, source=source,
-        )]
-
-    store.record_with(session_id, poll_event)
-    return settle(store, session_id)
-
-
-def conclusion(session: Session) -> Optional[ev.Event]:
-    """The event the session's own facts call for while it waits: failed, completed, or none yet."""
-    if session.state not in WAITING:
-        return None
-    if session.reported_failure:
-        return ev.Failed(at=ev.now(), reason=session.reported_failure)
-    if is_complete(bool(session.result_urls), session.last_result_seq, session.last_assistant_seq, session.quiet_polls):
-        return ev.Completed(at=ev.now(), urls=tuple(session.result_urls))
-    return None
-
-
-def settle(store: Any, session_id: str) -> Session:
-    """Record the conclusion the journal already supports (idempotent; safe after a crash)."""
-    def decide(session: Session) -> List[ev.Event]:
-        event = conclusion(session)
-        return [event] if event is not None else []
-
-    return store.record_with(session_id, decide)
 
 
 class Waiter:
