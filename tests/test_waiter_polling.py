@@ -19,13 +19,13 @@ def polls_of(sim, sid: str, since: int = 0) -> List[Optional[str]]:
 
 
 def turn_events(home, sid: str, turn: int):  # type: ignore[no-untyped-def]
-    """(the Submitted event, the waiter's PollAnswered events) of one turn of the session, from its journal."""
+    """(the Submitted event, the PollAnswered events) of one turn of the session, from its journal."""
     entries = SessionStore(home).load(sid).events
     starts = [i for i, e in enumerate(entries) if e.type == "submitted"]
     begin = starts[turn - 1]
     end = starts[turn] if turn < len(starts) else len(entries)
     mine = entries[begin:end]
-    return mine[0].event, [e.event for e in mine if e.type == "poll_answered" and e.event.source == "waiter"]
+    return mine[0].event, [e.event for e in mine if e.type == "poll_answered"]
 
 
 def test_every_poll_asks_only_for_messages_after_the_last_one_seen(skill, home, sim):
