@@ -111,6 +111,7 @@ def test_openclaw_runs_without_other_channels_credentials(env: Dict[str, str], t
     ("LocalMediaAccessError: Local media path is not under an allowed directory: /x/a.mp4", "video", FileRefused,
      False),
     ("FsSafeError: file exceeds limit of 25165824 bytes (got 30000000)", "video", TooLarge, False),
+    ("Error: Media exceeds 1MB limit (got 2MB)", "video", TooLarge, False),  # a channel's mediaMaxMb
 ])
 def test_a_failed_send_is_read_by_what_openclaw_says(env: Dict[str, str], tmp_path: Path, message: str, kind: str,
                                                      expected: type, in_doubt: bool) -> None:
