@@ -24,6 +24,8 @@ JOURNAL_DIR = "libtv-journal"          # journal.JOURNAL_DIR (a test keeps them 
 SNAPSHOT_DIR = "snapshots"             # inside the journal folder
 INDEX_NAME = "index.tsv"
 INTENT_DIR = ".submits"                # intents.INTENT_DIR
+READ_MODEL = "libtv-sessions.json"     # the legacy read model (readmodel.py)
+IMPORT_MARKER = ".legacy-imported"     # in the journal folder: the legacy file was imported (legacy.py)
 # The modules whose code decides what a replay gives: change one and every snapshot is stale.
 _STAMPED = ("events", "machine", "replay", "timeline", "journal", "snapshots")
 
@@ -304,9 +306,7 @@ def timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List
 
 
 def legacy_import_pending(home: Path) -> bool:
-    """Whether readmodel.import_legacy would import something (its own first test, without its imports)."""
-    from libtv_fsm.legacy import IMPORT_MARKER, READ_MODEL
-
+    """Whether legacy.import_legacy would import something (its own first test, without its imports)."""
     marker = Path(home) / JOURNAL_DIR / IMPORT_MARKER
     return not marker.exists() and (Path(home) / READ_MODEL).is_file()
 

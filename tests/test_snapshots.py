@@ -205,10 +205,6 @@ def test_names_shared_with_other_modules_agree():
     from libtv_fsm import intents
 
     assert snapshots.JOURNAL_DIR == journal.JOURNAL_DIR and snapshots.INTENT_DIR == intents.INTENT_DIR
-    from libtv_fsm import legacy
-
-    assert (legacy.READ_MODEL, legacy.IMPORT_MARKER, legacy.MAX_LEGACY) == (
-        readmodel.READ_MODEL, readmodel.IMPORT_MARKER, readmodel.MAX_SESSIONS)
 
 
 def _run(home: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess:

@@ -35,7 +35,7 @@ def open_store() -> Any:
     """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use."""
     from libtv_fsm import events as ev
     from libtv_fsm.config import nexu_home
-    from libtv_fsm.readmodel import import_legacy
+    from libtv_fsm.legacy import import_legacy
     from libtv_fsm.store import SessionStore
 
     store = SessionStore(nexu_home())
@@ -124,9 +124,9 @@ def _recover_local(args: argparse.Namespace) -> bool:
     if probe is None:
         return False
     listed = [(row, "running" if probe(row.session_id) else "none") for row in rows]
-    from libtv_fsm.legacy import sync_read_model
+    from libtv_fsm import readmodel
 
-    sync_read_model(home, rows, lambda: snapshots.list_sessions(home))
+    readmodel.sync(home, rows, lambda: snapshots.list_sessions(home))
     if args.json:
         text = snapshots.report_json(listed) + "\n"
         out = getattr(sys.stdout, "buffer", None)
