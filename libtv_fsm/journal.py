@@ -162,6 +162,17 @@ class JsonlJournal(Journal):
             self._known.pop(session_id, None)
         return result
 
+    def is_at(self, session_id: str, version: int) -> bool:
+        """Whether the file is still exactly as this process last read or wrote it, at ``version`` (one stat, no read)."""
+        known = self._known.get(session_id)
+        if known is None or known[1] != version:
+            return False
+        try:
+            st = os.stat(self.path(session_id))
+        except OSError:
+            return False
+        return known[0] == (st.st_size, st.st_mtime_ns)
+
     def session_ids(self) -> List[str]:
         try:
             names = os.listdir(self.root)

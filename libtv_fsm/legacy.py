@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
-from libtv_fsm.readmodel import IMPORT_MARKER, MAX_SESSIONS, READ_MODEL
+from libtv_fsm.readmodel import IMPORT_MARKER, MAX_SESSIONS, READ_MODEL, rebuild
 from libtv_fsm.snapshots import JOURNAL_DIR, legacy_import_pending
 
 MAX_LEGACY = MAX_SESSIONS
@@ -101,4 +101,8 @@ def import_legacy(store: Any, now: datetime) -> int:
                 pass
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(ev.format_time(now) + "\n")
+    try:
+        rebuild(home)  # from now on the file is the read model of the journals
+    except OSError:
+        pass  # a cache: the next append or listing tries again
     return imported

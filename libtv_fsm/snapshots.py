@@ -287,6 +287,11 @@ def timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List
     cached = cached_timeline(home, session_id)
     if cached is not None:
         return cached
+    return rebuild_timeline(home, session_id)
+
+
+def rebuild_timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """Replay the session's journal and rewrite its timeline snapshot (if the read was steady); as :func:`timeline`."""
     from libtv_fsm.timeline import event_view, session_view
 
     root = Path(home) / JOURNAL_DIR

@@ -265,3 +265,28 @@ def test_a_waiter_holding_its_run_lock_is_seen_running_by_every_probe(home):
         claim.release()
     assert not runlocks.probe_one(root)("s007")
     assert (runlocks.held_run_locks(root, run_locks) or set()) == set()
+
+
+def test_after_appends_from_a_plain_store_the_cache_recover_and_history_agree_with_the_journal(home):
+    # Warm everything, then change the sessions through SessionStore alone (no CLI, no refresh call).
+    store = SessionStore(home)
+    delivered(store, "old", 0)
+    submitted_only(store, "s1", 5)
+    assert listed(home) == truth(home) and snapshots.timeline(home, "s1")
+    assert _run(home, "recover", "--json").returncode == 0
+    store.record("s1", ev.PollAnswered(at=T0, after_seq=0, last_seq=2, new_messages=2, urls=(URLS[1],),
+                                       last_result_seq=1, last_assistant_seq=2))
+    store.record("s1", ev.Completed(at=T0, urls=(URLS[1],)))
+    # The session's timeline snapshot was rewritten by the append itself: current, and right.
+    assert snapshots.cached_timeline(home, "s1") == full_timeline(home, "s1")
+    assert snapshots.cached_timeline(home, "s1")[0]["state"] == "completed"
+    assert listed(home) == truth(home)
+    ran = _run(home, "history", "s1", "--json")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["events"] == full_timeline(home, "s1")[1]
+    ran = _run(home, "recover", "--json")
+    assert ran.returncode == 0
+    assert [{k: v for k, v in s.items() if k != "waiter"} for s in json.loads(ran.stdout)["sessions"]] == json.loads(
+        json.dumps(truth(home)))
+    model = json.loads((home / "libtv-sessions.json").read_text())
+    assert [(r["session_id"], r["status"], r.get("result_urls")) for r in model] == [
+        ("s1", "completed", [URLS[1]]), ("old", "completed", [URLS[0]])]
