@@ -120,7 +120,6 @@ class Waiter:
         self.clock = clock
         self.sleep = sleep
         self._http = http
-        self._shown_state: Optional[str] = None
         self.prefixes = result_prefixes(env.get("LIBTV_EXTRA_RESULT_PREFIXES"))
 
     @property
@@ -132,17 +131,7 @@ class Waiter:
         return self._http
 
     def record(self, *events: ev.Event) -> Session:
-        session = self.store.record(self.sid, *events)
-        self.refresh_read_model(session)
-        return session
-
-    def refresh_read_model(self, session: Session) -> None:
-        """Rebuild libtv-sessions.json when the session's state changed (not on every poll)."""
-        if session.state != self._shown_state:
-            from libtv_fsm import readmodel
-
-            readmodel.refresh(self.store)
-            self._shown_state = session.state
+        return self.store.record(self.sid, *events)  # the store keeps the read model (projections.py)
 
     # -- the whole run -------------------------------------------------------------------------
 
@@ -195,7 +184,6 @@ class Waiter:
                 return self.record(ev.Failed(at=ev.now(), reason=str(err)))
             else:
                 session = observe(self.store, self.sid, messages, self.prefixes, "waiter")
-                self.refresh_read_model(session)
                 if session.state not in WAITING:
                     self.log(f"session {self.sid} is {session.state} after {polls + 1} poll(s)")
                     return session

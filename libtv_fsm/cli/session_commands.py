@@ -51,7 +51,6 @@ def _backend(store: Any) -> Any:
 
 
 def create_session(args: argparse.Namespace) -> int:
-    from libtv_fsm import readmodel
     from libtv_fsm.config import effective_ratio, load_config, with_ratio_hint
     from libtv_fsm.errors import InputError
     from libtv_fsm.spawn import spawn_waiter
@@ -66,7 +65,6 @@ def create_session(args: argparse.Namespace) -> int:
     backend = _backend(store)
     target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
-    readmodel.refresh(store)
     waiter = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() not in ("1", "true", "yes")
     if waiter:
         spawn_waiter(store.home, session.session_id)
@@ -155,7 +153,6 @@ def recover(args: argparse.Namespace) -> int:
 
     if _recover_local(args):
         return 0
-    from libtv_fsm import readmodel
     from libtv_fsm.config import load_config
     from libtv_fsm.recovery import recover as run_recover
     from libtv_fsm.recovery import resolve_submits
@@ -174,8 +171,8 @@ def recover(args: argparse.Namespace) -> int:
     skip = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() in ("1", "true", "yes")
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
+    # Its listing brings the read model up to date (the store's projections), its re-checks too.
     report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
-    readmodel.refresh(store)
     if args.json:
         doc: Dict[str, Any] = {"sessions": report}
         if submits:
