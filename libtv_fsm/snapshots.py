@@ -27,7 +27,7 @@ INTENT_DIR = ".submits"                # intents.INTENT_DIR
 READ_MODEL = "libtv-sessions.json"     # the legacy read model (readmodel.py)
 IMPORT_MARKER = ".legacy-imported"     # in the journal folder: the legacy file was imported (legacy.py)
 # The modules whose code decides what a replay gives: change one and every snapshot is stale.
-_STAMPED = ("events", "machine", "replay", "timeline", "journal", "snapshots")
+_STAMPED = ("events", "machine", "replay", "timeline", "journal/jsonl", "snapshots")
 
 Key = str                              # "size.mtime_ns.inode" of one journal file
 _NOTICE_KINDS = ("failed", "timeout")
@@ -52,7 +52,7 @@ def code_stamp() -> str:
         parts = [str(FORMAT), __version__]
         for name in _STAMPED:
             try:
-                st = os.stat(os.path.join(here, name + ".py"))
+                st = os.stat(os.path.join(here, *name.split("/")) + ".py")
                 parts.append(f"{st.st_size}.{st.st_mtime_ns}")
             except OSError:
                 parts.append("-")

@@ -4,7 +4,7 @@ The embedding API of CONTRACT section 6. Writes go through :meth:`SessionStore.r
 replay, check every new event against the machine, append with the version replay saw;
 if another process appended first, reload and decide again. So two processes can never
 both make the same transition (say, two waiters both delivering). After each append the
-store's projections (projections.py: the read model, the snapshots) are brought up to date,
+store's projections (journal/projections.py: the read model, the snapshots) are brought up to date,
 so whoever records an event, a command, a waiter or an embedding runtime, keeps them current.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
 
 if TYPE_CHECKING:
-    from libtv_fsm.projections import Projection
+    from libtv_fsm.journal.projections import Projection
     from libtv_fsm.snapshots import Summary
 
 MAX_CONFLICT_RETRIES = 60
@@ -33,7 +33,7 @@ CONFLICT_BACKOFF_CAP = 0.05
 class SessionStore:
     """Sessions of one ``NEXU_HOME`` (or any :class:`Journal`).
 
-    ``projections`` are told about every append and listing (projections.py); by default a JSONL
+    ``projections`` are told about every append and listing (journal/projections.py); by default a JSONL
     store of a NEXU_HOME keeps the legacy read model and the snapshots, any other store nothing.
     """
 
@@ -44,7 +44,7 @@ class SessionStore:
         self.home = Path(home)
         self.journal: Journal = journal if journal is not None else JsonlJournal(self.home)
         if projections is None:
-            from libtv_fsm.projections import default_projections
+            from libtv_fsm.journal.projections import default_projections
 
             projections = default_projections(self)
         self.projections: List["Projection"] = list(projections)
@@ -84,7 +84,7 @@ class SessionStore:
         else:
             rows = [snapshots.Summary.of(session, None) for session in self.sessions()]
         if self.projections:
-            from libtv_fsm.projections import notify_listed
+            from libtv_fsm.journal.projections import notify_listed
 
             notify_listed(self.projections, self, rows)
         return rows
@@ -130,7 +130,7 @@ class SessionStore:
                 time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_CAP, 0.001 * 2 ** attempt)))
                 continue
             if self.projections:
-                from libtv_fsm.projections import notify_appended
+                from libtv_fsm.journal.projections import notify_appended
 
                 notify_appended(self.projections, self, session, new_events)
             return session

@@ -131,7 +131,7 @@ class Waiter:
         return self._http
 
     def record(self, *events: ev.Event) -> Session:
-        return self.store.record(self.sid, *events)  # the store keeps the read model (projections.py)
+        return self.store.record(self.sid, *events)  # the store keeps the read model (journal/projections.py)
 
     # -- the whole run -------------------------------------------------------------------------
 

@@ -17,7 +17,11 @@ from libtv_fsm import SessionStore, readmodel
 from libtv_fsm import events as ev
 
 PACKAGE = Path(libtv_fsm.__file__).resolve().parent
-LAYERED = ("snapshots", "readmodel", "legacy", "projections")
+LAYERED = ("snapshots", "readmodel", "legacy", "journal.projections")
+
+
+def _exists(module: str) -> bool:
+    return (PACKAGE / (module.replace(".", "/") + ".py")).exists()
 
 
 def _imports(module: str) -> Set[str]:
@@ -47,7 +51,7 @@ def _imports(module: str) -> Set[str]:
 
 def test_the_read_model_modules_import_each_other_in_one_direction_only():
     graph: Dict[str, Set[str]] = {}
-    todo: List[str] = [m for m in LAYERED if (PACKAGE / f"{m}.py").exists()]
+    todo: List[str] = [m for m in LAYERED if _exists(m)]
     while todo:
         module = todo.pop()
         if module in graph:
@@ -67,7 +71,7 @@ def test_the_read_model_modules_import_each_other_in_one_direction_only():
                     stack.append(nxt)
         return False
 
-    circles = [m for m in LAYERED if (PACKAGE / f"{m}.py").exists() and reaches(m, m)]
+    circles = [m for m in LAYERED if _exists(m) and reaches(m, m)]
     assert circles == [], f"import circle through {circles}: {({m: sorted(graph[m]) for m in circles})}"
 
 

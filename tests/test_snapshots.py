@@ -205,6 +205,9 @@ def test_names_shared_with_other_modules_agree():
     from libtv_fsm import intents
 
     assert snapshots.JOURNAL_DIR == journal.JOURNAL_DIR and snapshots.INTENT_DIR == intents.INTENT_DIR
+    # Every module named in the code stamp exists: a moved one would silently stop invalidating snapshots.
+    here = Path(snapshots.__file__).parent
+    assert all((here / (name + ".py")).is_file() for name in snapshots._STAMPED), snapshots._STAMPED
 
 
 def _run(home: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess:

@@ -11,7 +11,7 @@ import pytest
 from libtv_fsm import SessionStore
 from libtv_fsm import events as ev
 from libtv_fsm.errors import TransitionRefused, UnknownSession
-from libtv_fsm.projections import Projection
+from libtv_fsm.journal.projections import Projection
 from eventgen import T0, URLS
 from test_replay import submitted
 
@@ -128,7 +128,7 @@ def test_a_projection_that_fails_never_fails_the_append(home, error, caplog):
 
 def test_a_nexu_home_store_keeps_the_read_model_and_snapshots_by_default_and_another_journal_nothing(home, tmp_path):
     from libtv_fsm.journal import JsonlJournal
-    from libtv_fsm.projections import ReadModelProjection, TimelineSnapshotProjection
+    from libtv_fsm.journal.projections import ReadModelProjection, TimelineSnapshotProjection
 
     assert [type(p) for p in SessionStore(home).projections] == [ReadModelProjection, TimelineSnapshotProjection]
     assert SessionStore(home, journal=JsonlJournal(tmp_path / "elsewhere")).projections == []

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from libtv_fsm.replay import Session
     from libtv_fsm.snapshots import Summary
 
-log = logging.getLogger("libtv_fsm.projections")
+log = logging.getLogger("libtv_fsm.journal.projections")
 
 
 class Projection:
