@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -138,6 +139,17 @@ class Summary:
         return cls(session.session_id, key, session.state, repr(created), repr(updated),
                    "1" if session.delivery is not None else "0", notices, _dump(session_view(session)))
 
+    @classmethod
+    def of_timeline(cls, session_id: str, key: Key, snap: Mapping[str, Any]) -> "Summary":
+        """The same Summary :meth:`of` gives, from the session's timeline snapshot (no replay, no machine)."""
+        view = snap["view"]
+        notices = snap["notices"]
+        if not isinstance(view, dict) or not isinstance(notices, list) or view.get("session_id") != session_id:
+            raise ValueError("not a timeline snapshot of this session")
+        return cls(session_id, key, str(view["state"]), repr(_timestamp(view["created_at"])),
+                   repr(_timestamp(view["updated_at"])), "1" if view["delivery"] else "0",
+                   ",".join(n for n in notices if n in _NOTICE_KINDS), _dump(view))
+
     @property
     def created(self) -> float:
         return float(self._created)
@@ -165,6 +177,13 @@ class Summary:
             raise ValueError("torn entry")
         float(created), float(updated)  # a damaged number must fail here, not in a sort later
         return cls(sid, key, state, created, updated, delivery, notices, view)
+
+
+def _timestamp(text: Optional[str]) -> float:
+    """A view's time (events.format_time's spelling) as Summary.of computes it from the replayed datetime."""
+    if text is None:
+        return 0.0
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text).timestamp()
 
 
 def _newest_first(s: Summary) -> Tuple[float, float, str]:
@@ -233,7 +252,7 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
     index, whole = _load_index(root)
     current = _scan(root, index, run_locks)
     rows: List[Summary] = []
-    stale: List[str] = []
+    stale: List[Tuple[str, Key]] = []
     dropped = False
     for sid, row in index.items():  # the index's order is already newest first
         key = current.pop(sid, None)
@@ -242,14 +261,19 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
         elif key == row.key:
             rows.append(row)
         else:
-            stale.append(sid)
-    stale.extend(current)  # journals the index has not seen
-    for sid in stale:
-        try:
-            data, key = read_keyed(root / f"{sid}.jsonl")
-        except FileNotFoundError:
-            continue
-        rows.append(Summary.of(_replay_bytes(sid, data), key))
+            stale.append((sid, key))
+    stale.extend(current.items())  # journals the index has not seen
+    for sid, key in stale:
+        # A session the store appended to since has a current timeline snapshot (the store's
+        # projection wrote it): its summary comes from there, without replaying.
+        summary = _summary_from_timeline(root, sid, key)
+        if summary is None:
+            try:
+                data, steady_key = read_keyed(root / f"{sid}.jsonl")
+            except FileNotFoundError:
+                continue
+            summary = Summary.of(_replay_bytes(sid, data), steady_key)
+        rows.append(summary)
     if stale or dropped or not whole:
         rows.sort(key=_newest_first, reverse=True)
         body = "".join(row.line() + "\n" for row in rows if row.key is not None)
@@ -262,6 +286,17 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
 
 def _timeline_path(root: Path, session_id: str) -> Path:
     return root / SNAPSHOT_DIR / f"{session_id}.json"
+
+
+def _summary_from_timeline(root: Path, session_id: str, key: Key) -> Optional[Summary]:
+    """The session's Summary from its timeline snapshot if that was built from the journal as it is (``key``)."""
+    try:
+        snap = json.loads(_timeline_path(root, session_id).read_bytes())
+        if snap["stamp"] == code_stamp() and snap["key"] == key:
+            return Summary.of_timeline(session_id, key, snap)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, torn, foreign or older: replay instead
+    return None
 
 
 def cached_timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
@@ -302,7 +337,9 @@ def rebuild_timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, An
     session = _replay_bytes(session_id, data)
     view, events = session_view(session), [event_view(entry) for entry in session.events]
     if key is not None:
-        snap = {"stamp": code_stamp(), "key": key, "view": view, "events": events}
+        # The notice kinds a listing needs (recovery.needs_waiter), so a listing can use it too.
+        notices = [n for n in session.notices if n in _NOTICE_KINDS]
+        snap = {"stamp": code_stamp(), "key": key, "view": view, "events": events, "notices": notices}
         _atomic_write(_timeline_path(root, session_id), _dump(snap))
     return view, events
 

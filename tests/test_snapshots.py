@@ -283,6 +283,10 @@ def test_after_appends_from_a_plain_store_the_cache_recover_and_history_agree_wi
     # The session's timeline snapshot was rewritten by the append itself: current, and right.
     assert snapshots.cached_timeline(home, "s1") == full_timeline(home, "s1")
     assert snapshots.cached_timeline(home, "s1")[0]["state"] == "completed"
+    # So the next listing takes the changed session from it: no replay, not even the machine imported.
+    ran = _run(home, "recover", "--json", importtime=True)
+    imported = {line.split("|")[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time:")}
+    assert ran.returncode == 0 and not imported & set(HEAVY), sorted(imported & set(HEAVY))
     assert listed(home) == truth(home)
     ran = _run(home, "history", "s1", "--json")
     assert ran.returncode == 0 and json.loads(ran.stdout)["events"] == full_timeline(home, "s1")[1]
@@ -293,3 +297,27 @@ def test_after_appends_from_a_plain_store_the_cache_recover_and_history_agree_wi
     model = json.loads((home / "libtv-sessions.json").read_text())
     assert [(r["session_id"], r["status"], r.get("result_urls")) for r in model] == [
         ("s1", "completed", [URLS[1]]), ("old", "completed", [URLS[0]])]
+
+
+def test_a_listing_takes_a_changed_session_from_its_current_timeline_snapshot_and_gets_what_a_replay_gives(home, monkeypatch):
+    store = SessionStore(home)
+    delivered(store, "d1", 0)
+    submitted_only(store, "s1", 5)
+    listed(home)
+    store.journal.append("s1", [ev.Failed(at=T0, reason="policy"), ev.NoticeSent(at=T0, kind="failed")], 1)
+    snapshots.timeline(home, "s1")  # as the store's projection leaves it after an append
+    expected = truth(home)
+    full = {s.session_id: _summary_fields(snapshots.Summary.of(s, None)) for s in SessionStore(home, projections=[]).sessions()}
+
+    def no_replay(*args):
+        raise AssertionError("replayed a session whose timeline snapshot is current")
+
+    monkeypatch.setattr(snapshots, "_replay_bytes", no_replay)
+    rows = snapshots.list_sessions(home)
+    assert [r.view() for r in rows] == expected
+    assert [_summary_fields(r) for r in rows] == [full[r.session_id] for r in rows]
+    assert full["s1"][1] == "failed" and full["s1"][5] == ("failed",)
+
+
+def _summary_fields(row):
+    return (row.session_id, row.state, row.created, row.updated, row.delivery, row.notices, row.view_json)
