@@ -31,7 +31,7 @@ def _write(home: str, sid: str, appends: int, start: float) -> None:
     store = SessionStore(home)
     while time.time() < start:
         time.sleep(0.001)
-    for i in range(appends):
+    for _ in range(appends):
         # A poll while polling: always valid, so every try is a real append (a conflict retries inside record).
         store.record(sid, ev.PollAnswered(at=ev.now(), after_seq=0, last_seq=0, new_messages=0))
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 from libtv_fsm import SessionStore
 from libtv_fsm.backends import open_backend
 from libtv_fsm.channels import Channel, register_channel
-from libtv_fsm.config import with_ratio_hint
+from libtv_fsm.config import relayed_message
 from libtv_fsm.events import Event
 from libtv_fsm.journal import JsonlJournal
 from libtv_fsm.submit import resolve_target, submit
@@ -78,7 +78,9 @@ def run(home: Path, api_key: str, env: Dict[str, str], text: str, room: str) -> 
     journal.store = store
     backend = open_backend(api_key, env)
     target = resolve_target("inbox", room, env, http=backend.session)
-    session, _ = submit(store, backend, text, with_ratio_hint(text, "16:9"), session_id=None, target=target)
+    # Relayed as the CLI does: the user's words, the Seedance hint on the gateway route, the ratio hint.
+    relayed = relayed_message(text, backend.auth_mode, "16:9")
+    session, _ = submit(store, backend, text, relayed, session_id=None, target=target)
     print(f"submitted {session.session_id}; the runtime goes on with its work while a thread waits", flush=True)
 
     codes: List[int] = []

@@ -1,4 +1,4 @@
-"""The local configuration (`$NEXU_HOME/libtv.json`), key routing and the video-ratio rules."""
+"""The local configuration (`$NEXU_HOME/libtv.json`), key routing, and the hints added to a relayed message."""
 from __future__ import annotations
 
 import json
@@ -28,6 +28,14 @@ _KEY_BODY = re.compile(r"[\x21-\x7e]+")
 _RATIO = re.compile(r"([0-9]{1,2}):([0-9]{1,2})")
 # The contract's test for "the message already names a ratio".
 _NAMES_RATIO = re.compile(r"\b\d{1,2}:\d{1,2}\b")
+MODEL_HINT = ", please use Seedance 2.0"
+# "The message names a model" (CONTRACT section 4): a name not glued to other letters, so "want"
+# and "swan" do not name Wan, while "Wan2.1", "seedance2.0" and "用wan生成" do (\b would miss those:
+# digits and CJK characters are word characters).
+_NAMES_MODEL = re.compile(r"(?<![a-z])(?:seedance|kling|wan|midjourney|seedream|nano[\s_-]?banana)(?![a-z])",
+                          re.IGNORECASE | re.ASCII)
+_SWITCH = {"": True, "1": True, "true": True, "yes": True, "on": True,
+           "0": False, "false": False, "no": False, "off": False}
 
 
 def mask_secret(secret: Optional[str]) -> str:
@@ -251,3 +259,33 @@ def with_ratio_hint(message: str, ratio: str) -> str:
     if _NAMES_RATIO.search(message):
         return message
     return f"{message.rstrip()}, video ratio {ratio}"
+
+
+def names_a_model(message: str) -> bool:
+    """Whether the user named a model themselves (seedance, kling, wan, midjourney, seedream, nano banana)."""
+    return _NAMES_MODEL.search(message) is not None
+
+
+def with_model_hint(message: str, auth_mode: str, enabled: bool = True) -> str:
+    """Append `, please use Seedance 2.0` on the Nexu gateway route unless the message names a model.
+
+    The direct route (`libtv_direct`) relays the user's words as they are: it is the user's own
+    LibTV account, where the model is theirs to choose.
+    """
+    if not enabled or auth_mode != NEXU_GATEWAY or names_a_model(message):
+        return message
+    return f"{message.rstrip()}{MODEL_HINT}"
+
+
+def model_hint_enabled(env: Mapping[str, str] = os.environ) -> bool:
+    """`LIBTV_MODEL_HINT`: on unless set to 0 (or false/no/off); anything unrecognised is an InputError."""
+    raw = (env.get("LIBTV_MODEL_HINT") or "").strip()
+    enabled = _SWITCH.get(raw.lower())
+    if enabled is None:
+        raise InputError(f"Invalid LIBTV_MODEL_HINT {_quote(raw)}: use 0 to turn the model hint off, 1 to keep it")
+    return enabled
+
+
+def relayed_message(text: str, auth_mode: str, ratio: str, model_hint: bool = True) -> str:
+    """What is sent upstream for the user's ``text``: the model hint (gateway only), then the ratio hint."""
+    return with_ratio_hint(with_model_hint(text, auth_mode, model_hint), ratio)

@@ -216,7 +216,7 @@ def apply(session: Session, seq: int, event: Union[ev.Event, ev.UnknownEvent]) -
         return False
     state = session.state
     try:
-        accepted = session.trigger(event.trigger, event)
+        accepted = bool(session.trigger(event.trigger, event))  # type: ignore[attr-defined]  # transitions adds it on attach
         note = "" if accepted else f"condition not met in state {state}"
     except MachineError:
         accepted, note = False, f"not valid in state {state}"

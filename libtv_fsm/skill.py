@@ -88,6 +88,12 @@ def needed_on(requirement: Any) -> Set[int]:
     return {m for m in MINORS if any(requirement.marker.evaluate(env) for env in _environments(m))}
 
 
+def _requires_python(dist: metadata.Distribution) -> Optional[str]:
+    """The distribution's Requires-Python, or None (its metadata is an email Message; the typed protocol hides .get)."""
+    value = dist.metadata.get("Requires-Python")  # type: ignore[attr-defined]
+    return str(value) if value else None
+
+
 def _distribution(name: str) -> Optional[metadata.Distribution]:
     try:
         return metadata.distribution(name)
@@ -139,7 +145,7 @@ def project_requirements(root: Path) -> Tuple[List[str], Optional[str]]:
     top = _distribution(PROJECT)
     if top is None:
         raise BuildError(f"{PROJECT} is not installed and pyproject.toml cannot be read: run `pip install -e .`")
-    return [r for r in top.requires or [] if "extra ==" not in r], top.metadata.get("Requires-Python")
+    return [r for r in top.requires or [] if "extra ==" not in r], _requires_python(top)
 
 
 def plan(root: Path) -> Plan:
@@ -170,8 +176,8 @@ def plan(root: Path) -> Plan:
             raise BuildError(f"{name} {dist.version} is installed as a compiled (not pure-Python) build; "
                              f"install its py3-none-any wheel to vendor it")
         result.dists[name] = dist
-        result.raise_floor(_python_floor(dist.metadata.get("Requires-Python"), specifiers, f"{name} {dist.version}"),
-                           f"{name} {dist.version} requires Python {dist.metadata.get('Requires-Python') or 'any'}")
+        result.raise_floor(_python_floor(_requires_python(dist), specifiers, f"{name} {dist.version}"),
+                           f"{name} {dist.version} requires Python {_requires_python(dist) or 'any'}")
         queue.extend(dist.requires or [])
     return result
 

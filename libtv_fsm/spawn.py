@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import libtv_fsm
 
@@ -32,7 +32,7 @@ def spawn_waiter(home: Path, session_id: str, env: Optional[Mapping[str, str]] =
     child_env.setdefault("PYTHONIOENCODING", "utf-8")
     log_path = waiter_log_path(home, session_id)
     Path(home).mkdir(parents=True, exist_ok=True)
-    kwargs = {}
+    kwargs: Dict[str, Any] = {}
     if os.name == "nt":
         flags = getattr(subprocess, "DETACHED_PROCESS", 0x8) | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
         kwargs["creationflags"] = flags | getattr(subprocess, "CREATE_NO_WINDOW", 0)

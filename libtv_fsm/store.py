@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple, Union
 
 from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
@@ -149,7 +149,7 @@ def _check_and_apply(session: Session, new_events: List[ev.Event]) -> None:
             apply(session, version, event)
 
 
-def _newest_first_key(session: Session) -> tuple:
+def _newest_first_key(session: Session) -> Tuple[float, float, str]:
     created = session.created_at.timestamp() if session.created_at else 0.0
     updated = session.updated_at.timestamp() if session.updated_at else 0.0
     return (created, updated, session.session_id)

@@ -14,7 +14,7 @@ from libtv_fsm.machine import POLLING, SUBMITTED
 
 @attr.frozen
 class Target:
-    """Where the result will go, as captured at submit time, and whether it can actually get there."""
+    """Where the result will go, as captured at submit time, and what stands in the way right now."""
 
     channel: str = ""
     chat_id: str = ""
@@ -22,7 +22,9 @@ class Target:
 
     @property
     def deliverable(self) -> bool:
-        return bool(self.channel and self.chat_id and not self.problem)
+        # CONTRACT 4: a channel and a chat id were captured. Missing credentials do not count:
+        # the waiter reads them again when the result is ready, so they can be fixed meanwhile.
+        return bool(self.channel and self.chat_id)
 
     @property
     def delivery(self) -> Optional[ev.Delivery]:
@@ -45,7 +47,7 @@ def resolve_target(channel: Optional[str], chat_id: Optional[str], env: Mapping[
     """The delivery target: flags first, then OPENCLAW_CHANNEL_TYPE / OPENCLAW_CHAT_ID (CONTRACT section 4).
 
     An unknown channel or a malformed chat id is refused (InputError); missing credentials
-    keep the target but make it not deliverable, with the reason.
+    keep the target deliverable and are named in ``problem`` (the note tells the user).
     """
     name = (channel or env.get("OPENCLAW_CHANNEL_TYPE") or "").strip()
     chat = (chat_id or env.get("OPENCLAW_CHAT_ID") or _context_chat_id(env) or "").strip()
@@ -158,12 +160,22 @@ def submit(store: Any, backend: Any, text: str, relayed: str, *, session_id: Opt
 
 def note_for(session_id: str, target: Target, waiter: bool) -> str:
     """What the agent should tell the user (the `note` of create-session)."""
-    if target.deliverable and waiter:
-        return (f"Generation started (session {session_id}). It usually takes a few minutes; the result will be "
-                f"sent to this chat automatically when it is ready. No need to wait or check.")
-    reason = target.problem or "the background waiter is disabled"
-    return (f"Generation started (session {session_id}), but it will not be sent to the chat automatically: {reason}. "
-            f"Ask me later to check session {session_id} (query-session / download-results).")
+    started = f"Generation started (session {session_id})"
+    later = f"me later to check session {session_id} (query-session / download-results)."
+    if not target.deliverable:
+        reason = target.problem or "no chat to deliver to was given"
+        return f"{started}, but it will not be sent to the chat automatically: {reason}. Ask {later}"
+    if not waiter:
+        also = f"; also, {target.problem}" if target.problem else ""
+        return (f"{started}, but it will not be sent to the chat automatically: the background waiter is "
+                f"disabled{also}. Ask {later}")
+    if target.problem:
+        # Still deliverable: the waiter reads the credentials again when the result is ready.
+        return (f"{started}. It usually takes a few minutes. The result is to be sent to this chat, but right now "
+                f"it could not be: {target.problem}. Fix that before the result is ready and it will arrive by "
+                f"itself; otherwise ask {later}")
+    return (f"{started}. It usually takes a few minutes; the result will be sent to this chat automatically "
+            f"when it is ready. No need to wait or check.")
 
 
 def summary(session: Any, target: Target, note: str) -> Dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The configuration module: key routing, the ratio rules, masking and the safe writing of libtv.json."""
+"""The configuration module: key routing, the ratio and model hints, masking and the safe writing of libtv.json."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from libtv_fsm import config as cfg
 from libtv_fsm.config import (
-    CONFIG_NAME, Config, Route, effective_ratio, load_config, mask_secret, nexu_home, require_api_key,
-    route_for_key, save_config, update_config, validate_ratio, with_ratio_hint,
+    CONFIG_NAME, LIBTV_DIRECT, NEXU_GATEWAY, Config, Route, effective_ratio, load_config, mask_secret,
+    model_hint_enabled, names_a_model, nexu_home, relayed_message, require_api_key, route_for_key, save_config,
+    update_config, validate_ratio, with_model_hint, with_ratio_hint,
 )
 from libtv_fsm.errors import ConfigError, InputError
 
@@ -182,6 +183,73 @@ def test_the_ratio_hint_is_added_once(message: str, ratio: str) -> None:
     once = with_ratio_hint(message, ratio)
     assert with_ratio_hint(once, ratio) == once
     assert cfg._NAMES_RATIO.search(once)
+
+
+# --- the Seedance model hint (CONTRACT section 4) ------------------------------------------------
+
+HINT = ", please use Seedance 2.0"
+MODEL_NAMES = ["seedance", "kling", "wan", "midjourney", "seedream", "nano banana", "nanobanana"]
+
+
+def test_a_gateway_message_naming_no_model_asks_for_seedance_before_the_ratio_hint() -> None:
+    assert relayed_message("a cat surfing", NEXU_GATEWAY, "16:9") == "a cat surfing, please use Seedance 2.0, video ratio 16:9"
+    assert relayed_message("a cat surfing \n", NEXU_GATEWAY, "9:16") == "a cat surfing, please use Seedance 2.0, video ratio 9:16"
+    assert relayed_message("a cat 9:16", NEXU_GATEWAY, "16:9") == "a cat 9:16, please use Seedance 2.0"
+
+
+@pytest.mark.parametrize("message", [
+    "a cat surfing with Seedance", "SEEDANCE 2.0 please: a dog", "use kling for a dog", "Kling2.1 a fox",
+    "a fox, model: Wan", "wan2.2 a heron", "用wan生成一段视频", "midjourney style poster", "a Seedream poster",
+    "Nano Banana portrait", "nanobanana portrait", "nano-banana portrait", "seedance-2.0 a cat",
+])
+def test_a_message_naming_a_model_gets_no_model_hint(message: str) -> None:
+    assert with_model_hint(message, NEXU_GATEWAY) == message
+    assert relayed_message(message, NEXU_GATEWAY, "16:9") == with_ratio_hint(message, "16:9")
+
+
+@pytest.mark.parametrize("message", [
+    "I want a swan", "Taiwan at night", "a wand", "wander the streets", "sewanee river", "klingon ship",
+    "seedances", "banana on a nano scale",
+])
+def test_words_that_merely_contain_a_model_name_do_not_count(message: str) -> None:
+    assert not names_a_model(message)
+    assert with_model_hint(message, NEXU_GATEWAY) == message.rstrip() + HINT
+
+
+def test_the_direct_route_never_gets_the_model_hint() -> None:
+    assert relayed_message("a cat surfing", LIBTV_DIRECT, "16:9") == "a cat surfing, video ratio 16:9"
+
+
+def test_the_model_hint_can_be_turned_off() -> None:
+    assert relayed_message("a cat surfing", NEXU_GATEWAY, "16:9", model_hint=False) == "a cat surfing, video ratio 16:9"
+
+
+@pytest.mark.parametrize("value, enabled", [
+    (None, True), ("", True), (" ", True), ("1", True), ("true", True), ("yes", True), ("on", True),
+    ("0", False), (" 0 ", False), ("false", False), ("No", False), ("off", False),
+])
+def test_libtv_model_hint_is_on_unless_set_to_0(value: Any, enabled: bool) -> None:
+    assert model_hint_enabled({} if value is None else {"LIBTV_MODEL_HINT": value}) is enabled
+
+
+def test_an_unrecognised_libtv_model_hint_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="LIBTV_MODEL_HINT"):
+        model_hint_enabled({"LIBTV_MODEL_HINT": "seedance"})
+
+
+@given(st.text(max_size=60), st.sampled_from([NEXU_GATEWAY, LIBTV_DIRECT]), st.booleans())
+def test_the_model_hint_is_added_at_most_once_and_only_on_the_gateway(message: str, mode: str, on: bool) -> None:
+    hinted = with_model_hint(message, mode, on)
+    assert with_model_hint(hinted, mode, on) == hinted
+    added = mode == NEXU_GATEWAY and on and not names_a_model(message)
+    assert hinted == (message.rstrip() + HINT if added else message)
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=20),
+       st.sampled_from(MODEL_NAMES), st.text(max_size=20), st.sampled_from([str.lower, str.upper, str.title]))
+def test_a_model_name_set_apart_from_other_letters_anywhere_means_no_hint(before: str, name: str, after: str, case) -> None:
+    message = f"{before} {case(name)} {after}"
+    assert with_model_hint(message, NEXU_GATEWAY) == message
 
 
 # --- reading libtv.json ----------------------------------------------------------------------

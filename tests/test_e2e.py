@@ -52,11 +52,13 @@ def test_a_video_request_reaches_the_group_chat_once(skill, home, sim, route):
     wait_for(lambda: waiter_gone(home, sid), 30, "the background waiter to exit")  # it keeps a local copy last
     received = chat(sim, GROUP)
     assert [m["msg_type"] for m in received] == ["media"] and received[0]["receive_id_type"] == "chat_id"
-    # the relayed words carry the ratio hint; the journal keeps the user's own words
+    # the relayed words carry the hints (the model hint on the gateway only); the journal keeps the user's own words
     posted = [r for r in sim.requests if r.method == "POST" and r.path.endswith("/session")]
-    assert posted[0].json["message"] == "a cat surfing at sunset, video ratio 16:9"
+    hint = {"gateway": ", please use Seedance 2.0", "direct": ""}[route]
+    assert posted[0].json["message"] == f"a cat surfing at sunset{hint}, video ratio 16:9"
     session = SessionStore(home).load(sid)
-    assert session.submitted_text == "a cat surfing at sunset" and session.auth_mode == {"gateway": "nexu_gateway", "direct": "libtv_direct"}[route]
+    assert session.submitted_text == "a cat surfing at sunset"
+    assert session.auth_mode == {"gateway": "nexu_gateway", "direct": "libtv_direct"}[route]
     assert Path(session.downloads[session.result_urls[0]]).is_file()  # the local copy
     log = (home / f"libtv-waiter-{sid}.log").read_text()
     assert "delivered" in log and KEYS[route] not in log

@@ -217,7 +217,8 @@ def test_a_waiter_killed_mid_send_and_restarted_never_shows_a_result_more_than_t
 
 
 @EVERY
-def test_without_credentials_a_submit_says_it_cannot_deliver_and_why(skill, home, sim, name):
+def test_without_credentials_a_submit_stays_deliverable_says_what_is_missing_and_delivers_once_fixed(
+        skill, home, sim, name):
     p = PLATFORMS[name]
     env = {var: "" for var in p.credentials}
     if name == "openclaw":
@@ -226,9 +227,14 @@ def test_without_credentials_a_submit_says_it_cannot_deliver_and_why(skill, home
                 env=dict(env, LIBTV_SKIP_BACKGROUND_WAITER="1"))
     assert ran.code == 0, ran
     out = ran.json()
-    assert out["deliverable"] is False and out["channel"] == p.channel and p.missing in out["note"], out
+    # CONTRACT 4: a channel and a chat id were captured, so it is deliverable; the note names the problem.
+    assert out["deliverable"] is True and out["channel"] == p.channel and p.missing in out["note"], out
     for secret in (sim.TELEGRAM_BOT_TOKEN, sim.SLACK_BOT_TOKEN, sim.DISCORD_BOT_TOKEN, sim.WECOM_CORP_SECRET):
         assert secret not in ran.out
+    # The credentials are read again when the result is ready: fixed meanwhile, the result arrives.
+    waited = skill("wait-and-deliver", "--session-id", out["sessionId"])
+    assert waited.code == 0 and waited.json()["state"] == "delivered", waited
+    assert [kind for kind, _ in p.received(sim)] == ["video"]
 
 
 def test_a_delegated_send_that_never_answers_is_resent_once_and_flagged_not_looped(skill, home, sim):

@@ -78,7 +78,10 @@ def test_many_processes_racing_to_deliver_one_session_deliver_it_once(home):
 def test_record_with_decides_from_the_fresh_state(home):
     store = SessionStore(home)
     store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
-    wanted = lambda s: [ev.DeliverySucceeded(at=T0, url=u, sent_as="video") for u in s.pending_urls]
+
+    def wanted(s):
+        return [ev.DeliverySucceeded(at=T0, url=u, sent_as="video") for u in s.pending_urls]
+
     store.record_with("s1", wanted)
     again = store.record_with("s1", wanted)  # nothing pending: writes nothing
     assert again.version == 3 and again.delivered == {A: "video"}

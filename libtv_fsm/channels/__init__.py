@@ -49,7 +49,7 @@ def _entry_points() -> Dict[str, Any]:
         if hasattr(found, "select"):
             group = list(found.select(group=ENTRY_POINT_GROUP))
         else:  # Python 3.9: a dict of group -> entry points
-            group = list(found.get(ENTRY_POINT_GROUP, ()))  # type: ignore[union-attr]
+            group = list(found.get(ENTRY_POINT_GROUP, ()))  # type: ignore[union-attr,unused-ignore]  # mypy reads it as 3.10+
     except Exception:  # a broken installed distribution must not take the built-ins down
         return {}
     plugins: Dict[str, Any] = {}

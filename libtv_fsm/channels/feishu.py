@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import attrs
@@ -81,7 +81,7 @@ def resolve_credentials(env: Mapping[str, str]) -> FeishuCredentials:
 
 def _pick_account(section: Mapping[str, Any], env: Mapping[str, str],
                   path: str) -> Tuple[str, Mapping[str, Any], str, str]:
-    accounts = list(iter_accounts(section))
+    accounts: List[Tuple[str, Mapping[str, Any]]] = list(iter_accounts(section))
     if not accounts and ("appId" in section or "appSecret" in section):
         accounts = [("default", section)]  # single-account files keep the keys on the channel itself
 

@@ -175,7 +175,7 @@ class SlackChannel(UploadChannel[SlackCredentials]):
                 if found:
                     return found
             meta = data.get("response_metadata")
-            cursor = meta.get("next_cursor") if isinstance(meta, dict) else ""
+            cursor = str(meta.get("next_cursor") or "") if isinstance(meta, dict) else ""
             if not cursor or not data.get("has_more"):
                 break
         return None

@@ -168,7 +168,8 @@ class TelegramChannel(Channel[TelegramCredentials]):
                 log.info("telegram: %s to %s as message %s", method, chat, message_id)
                 return f"{chat}/{message_id}"
             code = parsed.get("error_code")
-            params = parsed.get("parameters") if isinstance(parsed.get("parameters"), dict) else {}
+            raw_params = parsed.get("parameters")
+            params: Dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
             description = scrub(parsed.get("description"), creds.token)
             if code == 429 or status == 429:
                 limits.wait(params.get("retry_after"), method)

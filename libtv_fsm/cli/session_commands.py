@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("message", metavar="MESSAGE", nargs="?", help="the user's request, verbatim")
     p.add_argument("--session-id", help="continue this session (a new turn)")
     p.add_argument("--channel", help="chat channel the request came from: feishu, telegram, slack, discord, wecom, openclaw:<name>")
-    p.add_argument("--chat-id", help="chat to deliver to, as the inbound metadata names it (Feishu: a group's oc_ id, or the sender's ou_ id)")
+    p.add_argument("--chat-id", help="chat to deliver to, as the inbound metadata names it "
+                                     "(Feishu: a group's oc_ id, or the sender's ou_ id)")
     p.set_defaults(func=create_session)
 
     p = sub.add_parser("wait-and-deliver", help="blocking: poll to a final state, deliver, exit")
@@ -51,7 +52,7 @@ def _backend(store: Any) -> Any:
 
 
 def create_session(args: argparse.Namespace) -> int:
-    from libtv_fsm.config import effective_ratio, load_config, with_ratio_hint
+    from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
     from libtv_fsm.spawn import spawn_waiter
     from libtv_fsm.submit import note_for, resolve_target, submit, summary
@@ -61,8 +62,10 @@ def create_session(args: argparse.Namespace) -> int:
         raise InputError("Nothing to generate: pass the user's request as MESSAGE")
     store = open_store()
     config = load_config(store.home)
-    relayed = with_ratio_hint(text, effective_ratio(config, os.environ))
+    ratio, model_hint = effective_ratio(config, os.environ), model_hint_enabled(os.environ)
     backend = _backend(store)
+    # The user's words go to the journal as they are; upstream gets them with the hints.
+    relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
     target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     waiter = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() not in ("1", "true", "yes")

@@ -130,7 +130,8 @@ def fault_reply(fault: str, style: str, n: int = 0, redirect_to: Optional[str] =
     if fault == "redirect":
         return Reply(status=302, body=b"", length=0, headers={"Location": redirect_to or OFF_HOST})
     if fault == "echo":
-        return json_reply(400, error_body(style, 400, _echo(request), 40000 if style == "direct" else 230001 if style == "feishu" else "bad_request"))
+        code = 40000 if style == "direct" else 230001 if style == "feishu" else "bad_request"
+        return json_reply(400, error_body(style, 400, _echo(request), code))
     if fault == "slowloris":
         return Reply(status=200, body=_trickle(SLOWLORIS_BYTES, SLOWLORIS_GAP), length=SLOWLORIS_BYTES,
                      headers={"Content-Type": "application/json"})

@@ -156,7 +156,7 @@ def _poll(sim: "Simulator", rec: Recorded, style: str, session_id: str, results:
     raw = rec.query.get("afterSeq")
     if raw not in (None, ""):
         try:
-            after = int(raw)  # type: ignore[arg-type]
+            after = int(raw)
         except ValueError:
             return _error(style, 400, "afterSeq must be an integer", 40000 if style == "direct" else "bad_request")
     with sim.lock:

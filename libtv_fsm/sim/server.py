@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 from urllib.parse import parse_qsl, unquote
 
 from multipart import MultipartSegment, PushMultipartParser
@@ -26,7 +26,7 @@ class Headers(dict):
     def __getitem__(self, key: str) -> str:
         return super().__getitem__(key.lower())
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return super().get(key.lower(), default)
 
     def __contains__(self, key: object) -> bool:
@@ -56,7 +56,7 @@ class Reply:
     """What to answer. `body` may be an iterator so big files stream; `action` "reset" drops the socket."""
 
     status: int = 200
-    body: Iterable[bytes] = b""
+    body: Union[bytes, Iterable[bytes]] = b""
     length: Optional[int] = None
     headers: Dict[str, str] = field(default_factory=dict)
     action: Optional[str] = None

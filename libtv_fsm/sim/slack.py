@@ -96,7 +96,7 @@ class SlackSim:
     def _get_upload_url(self, params: Dict[str, Any]) -> Reply:
         name = str(params.get("filename") or "")
         try:
-            length = int(params.get("length"))
+            length = int(params.get("length"))  # type: ignore[arg-type]  # None: TypeError, answered below
         except (TypeError, ValueError):
             return _fail("invalid_arguments")
         if not name or length <= 0:
@@ -168,7 +168,7 @@ class SlackSim:
                 return _fail("invalid_metadata_format")
         with self._sim.lock:
             ts = self._next_ts()
-            entry = {"channel": channel, "kind": "text", "ts": ts, "text": text, "files": [], "metadata": metadata}
+            entry: Dict[str, Any] = {"channel": channel, "kind": "text", "ts": ts, "text": text, "files": [], "metadata": metadata}
             self.messages.append(entry)
         return json_reply(200, {"ok": True, "channel": channel, "ts": ts,
                                 "message": {"type": "message", "text": text, "ts": ts, "bot_id": "BSIM"}})

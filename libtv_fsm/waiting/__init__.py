@@ -1,0 +1,7 @@
+"""Waiting on a session: the waiter's work as steps, and the runners that drive them.
+
+``step.py`` does one unit of work and says when the next is due (its docstring is the
+contract for runners); ``context.py`` is what a run carries between steps; ``polls.py``
+and ``settings.py`` are what every runner shares. The single-session runner of
+`wait-and-deliver` is ``libtv_fsm.waiter.Waiter``.
+"""
