@@ -53,7 +53,8 @@ class ReadModelProjection(Projection):
             is_at = getattr(store.journal, "is_at", None)
             if is_at is not None and is_at(sid, session.version):
                 return session
-            return store.replay(sid)
+            replayed: "Session" = store.replay(sid)
+            return replayed
 
         readmodel.update(self.home, sid, latest)
 
