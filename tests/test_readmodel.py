@@ -208,3 +208,20 @@ def test_concurrent_writers_leave_the_read_model_a_full_rebuild_would_write(home
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     assert (home / "libtv-sessions.json").read_text(encoding="utf-8") == full_rebuild(home)
     assert len(on_disk(home)) == 37
+
+
+def test_an_append_touches_its_own_row_only_no_other_journal_is_listed_or_replayed(home, monkeypatch):
+    # create-session's latency: one row replaced, however many sessions the home has.
+    store = SessionStore(home)
+    for i in range(5):
+        store.record(f"s{i}", submitted_at(i))
+
+    listings = []
+    monkeypatch.setattr(readmodel, "list_sessions", lambda *args: listings.append(args) or [])
+    store.record("s9", submitted_at(9))
+    store.record("s2", ev.Failed(at=T0, reason="policy"))
+    monkeypatch.undo()
+    assert listings == [], "an append listed every journal"
+    assert (home / "libtv-sessions.json").read_text(encoding="utf-8") == full_rebuild(home)
+    assert [(r["session_id"], r["status"]) for r in on_disk(home)][:4] == [
+        ("s9", "submitted"), ("s4", "submitted"), ("s3", "submitted"), ("s2", "failed")]
