@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from libtv_fsm.readmodel import IMPORT_MARKER, MAX_SESSIONS, READ_MODEL, rebuild
-from libtv_fsm.snapshots import JOURNAL_DIR, legacy_import_pending
+from libtv_fsm.snapshots import JOURNAL_DIR
 
 MAX_LEGACY = MAX_SESSIONS
 CANVAS = "https://www.liblib.tv/canvas?projectId="
 
-__all__ = ["READ_MODEL", "IMPORT_MARKER", "MAX_LEGACY", "import_pending", "legacy_events", "import_legacy"]
-
-import_pending = legacy_import_pending
+__all__ = ["READ_MODEL", "IMPORT_MARKER", "MAX_LEGACY", "legacy_events", "import_legacy"]
 
 
 def _time(value: Any, fallback: datetime) -> datetime:
