@@ -104,8 +104,16 @@ def assert_delivered_once(home: Path, sim, sid: str, target: str = GROUP, notice
     assert succeeded == Counter(urls), f"delivery_succeeded per URL: {dict(succeeded)}"
 
 
-def assert_clean_replay(home: Path, sid: str, allowed_ignored: int = 0) -> None:
-    """The journal reads whole (no skipped line) and replays without refused events, twice the same."""
+def assert_clean_replay(home: Path, sid: str, allowed_ignored: int = 0, settle: float = 30.0) -> None:
+    """The journal reads whole (no skipped line) and replays without refused events, twice the same.
+
+    Checked once no waiter holds the session (up to ``settle`` s): a waiter that `recover` started
+    keeps appending after `delivered` (its local copy's `downloaded`), and two loads on either side
+    of that append differ without anything being wrong.
+    """
+    from waiting import wait_for, waiter_gone
+
+    wait_for(lambda: waiter_gone(home, sid), settle, f"the waiter of session {sid} to finish")
     store = SessionStore(home)
     first, second = store.load(sid), store.load(sid)
     assert first.skipped_lines == 0, first.journal_problems

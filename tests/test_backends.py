@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
@@ -223,6 +224,7 @@ class Stub:
     def __init__(self) -> None:
         self.answer: Tuple[int, Dict[str, str], bytes] = (200, {}, b"{}")
         self.hits: List[str] = []
+        self.times: List[float] = []  # time.monotonic() of each hit
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -230,6 +232,7 @@ class Stub:
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
                 stub.hits.append(self.path)
+                stub.times.append(time.monotonic())
                 status, headers, body = stub.answer
                 self.send_response(status)
                 for k, v in headers.items():
@@ -447,3 +450,42 @@ def test_retries_honour_retry_after_on_get(sim: Simulator) -> None:
     sim.inject("/api/v1/key/status", "429")
     assert backend.key_status().max_uses == 10
     assert len(sim.requests_to("/api/v1/key/status")) == 2
+
+
+def test_a_get_refused_with_retry_after_is_tried_again_only_after_that_wait(sim: Simulator) -> None:
+    backend = make(sim, "gateway", retries=1)  # its own backoff is 0.01 s: any longer gap is Retry-After's
+    sim.inject("/api/v1/key/status", "429")  # answered with Retry-After: 1
+    assert backend.key_status().max_uses == 10
+    first, second = sim.requests_to("/api/v1/key/status")
+    gap = second.at - first.at
+    assert gap >= 0.9, f"the GET was retried {gap:.2f} s after a 429 that asked for 1 s"
+
+
+def test_a_retry_after_longer_than_the_cap_is_waited_only_up_to_the_cap(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Retry-After: 3600` must not stall one call for an hour: the transport waits at most its cap.
+
+    The cap is lowered to 1 s here so the test does not sleep 10 s; its real value is checked above.
+    """
+    monkeypatch.setattr(transport, "MAX_RETRY_AFTER", 1.0)
+    stub.answer = (429, {"Retry-After": "3600", "Content-Type": "application/json"},
+                   json.dumps({"error": {"user_message": "Too many requests"}}).encode())
+    env = {"LIBTV_GATEWAY_URL": stub.url, "LIBTV_DIRECT_BASE_URL": stub.url}
+    session = transport.new_session(transport.retry_policy(total=1, backoff=0.01))
+    backend = open_backend(GW, env, session, timeout=FAST)
+    raised: List[BaseException] = []
+
+    def call() -> None:
+        try:
+            backend.key_status()
+        except BaseException as err:  # handed to the test thread
+            raised.append(err)
+
+    # In a thread: an uncapped wait would sleep an hour inside urllib3, where no deadline reaches it.
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(timeout=10)
+    assert not caller.is_alive(), "still waiting 10 s after a `Retry-After: 3600`: the wait is not capped"
+    assert len(raised) == 1 and isinstance(raised[0], TransientError), raised
+    assert len(stub.times) == 2, stub.hits
+    gap = stub.times[1] - stub.times[0]
+    assert 0.9 <= gap < 8, f"retried after {gap:.2f} s; expected the 1 s cap, neither at once nor the full hour"

@@ -92,3 +92,27 @@ def test_a_429_waits_retry_after_and_a_413_is_too_large(sim: Any, clip: Path) ->
     with pytest.raises(errors.AuthError) as err:
         DiscordChannel(dict(sim.env(), DISCORD_BOT_TOKEN="wrong-secret")).send_text(CHANNEL, "hi", dedupe_key="k")
     assert "wrong-secret" not in str(err.value)
+
+
+def test_texts_too_carry_an_enforced_nonce_so_a_resent_notice_or_link_shows_once(sim: Any, tmp_path: Path) -> None:
+    """The failure notice and the link sent for a file over the size limit are texts: a resend after a
+    crash must be dropped by Discord, as it is for files."""
+    from libtv_fsm import transport
+    from libtv_fsm.delivery import deliver_result, send_notice
+
+    channel = DiscordChannel(sim.env())
+    http = transport.new_session()
+    sim.discord.upload_limit = 100  # the clip goes as a link
+    url = sim.cdn_put("results/clip.mp4", 3000)
+    for _ in range(2):  # the second round is the waiter resending after a crash
+        send_notice(channel, CHANNEL, "sess-1", "failed", "Content policy violation")
+        outcome = deliver_result(channel, CHANNEL, "sess-1", url, http=http, workdir=tmp_path / "work")
+        assert outcome.sent_as == "text"
+    texts = [r.json for r in sim.requests_to(f"/discord/api/v10/channels/{CHANNEL}/messages", "POST") if r.json]
+    assert len(texts) == 4, texts
+    for body in texts:
+        assert isinstance(body.get("nonce"), str) and 0 < len(body["nonce"]) <= 25, body
+        assert body.get("enforce_nonce") is True, body
+    shown = [m["content"] for m in sim.discord.chat(CHANNEL)]
+    assert len(shown) == 2, f"a resent text showed twice: {shown}"
+    assert "Content policy violation" in shown[0] and url in shown[1]

@@ -249,3 +249,40 @@ def test_a_delegated_send_that_never_answers_is_resent_once_and_flagged_not_loop
     assert [kind for kind, _ in p.received(sim)] == ["video", "video"]  # one resend, never a third
     assert doc["state"] == "delivered" and doc["uncertain_urls"] == [url]
     assert not [e for e in doc["events"] if e["type"] == "delivery_failed"]
+
+
+def test_a_timeout_is_told_once_per_turn_however_often_it_is_resumed_on_a_chat_that_shows_repeats(skill, home, sim):
+    """Telegram keeps every message it is sent, so only the journal stops a second "still generating":
+    resuming (by wait-and-deliver, by recover) must remember the notice this turn already sent.
+    A new turn is a new job and gets its own notice."""
+    from waiting import waiter_gone
+
+    p = PLATFORMS["telegram"]
+    short = {"LIBTV_MAX_POLLS": "2"}
+    sid = submit(skill, p, "an epic [sim:never]")
+
+    def timeouts() -> int:
+        return [e.type for e in SessionStore(home).load(sid).events].count("timed_out")
+
+    def texts() -> List[str]:
+        return [text for kind, text in p.received(sim) if kind == "text"]
+
+    assert skill("wait-and-deliver", "--session-id", sid, env=short).code == 4
+    assert len(texts()) == 1 and "Still generating" in texts()[0], p.received(sim)
+    assert skill("wait-and-deliver", "--session-id", sid, env=short).code == 4  # resumed, timed out again
+    assert len(texts()) == 1, f"the timeout was told again after wait-and-deliver resumed it: {len(texts())} notices"
+    ran = skill("recover", "--json", env=short)  # resumed by recover's detached waiter
+    assert ran.code == 0 and [s["waiter"] for s in ran.json()["sessions"]] == ["started"], ran
+    wait_for(lambda: timeouts() == 3, 30, "recover's waiter to time out too")
+    wait_for(lambda: waiter_gone(home, sid), 30, "recover's waiter to exit")
+    assert len(texts()) == 1, f"the timeout was told again after recover resumed it: {len(texts())} notices"
+
+    ran = skill("create-session", "an epic, part two [sim:never]", "--session-id", sid,
+                env={"LIBTV_SKIP_BACKGROUND_WAITER": "1"})
+    assert ran.code == 0, ran
+    assert skill("wait-and-deliver", "--session-id", sid, env=short).code == 4
+    assert skill("wait-and-deliver", "--session-id", sid, env=short).code == 4
+    assert len(texts()) == 2, f"one notice per turn (two turns), got {len(texts())}"
+    sim.complete_now(sid)
+    assert skill("wait-and-deliver", "--session-id", sid).code == 0
+    assert [kind for kind, _ in p.received(sim)] == ["text", "text", "video"]

@@ -15,6 +15,7 @@ import pytest
 from faultkit import (GATEWAY_KEY, GROUP, assert_clean_replay, assert_delivered_once, catcher, chat,  # noqa: F401
                       each_in_parallel, make_skill, run_waiter, skill, slow_server, submit)
 from libtv_fsm import SessionStore
+from waiting import wait_for
 
 HOSTILE = ["html502", "empty", "huge", "wrong_types", "path_id", "redirect", "slowloris"]
 FAST_DEADLINE = {"LIBTV_HTTP_DEADLINE_SECONDS": "1"}
@@ -242,3 +243,26 @@ def test_a_huge_answer_is_cut_at_the_cap_not_read_whole(sim):
     sim.inject("/libtv/v1/session/", "huge")
     with pytest.raises(errors.BadResponse, match="not JSON"):
         backend.query_session("sim-x")
+
+
+def test_a_create_session_whose_answer_is_lost_is_found_and_delivered_by_recover(skill, home, sim):
+    """LibTV takes the job but its answer never arrives in time: the paid job must not be forgotten.
+
+    create-session says so in one ❌ line, keeps its written-down submit, and `recover` finds the
+    session upstream by its words and delivers it.
+    """
+    sim.hang_seconds = 6.0
+    sim.inject("/libtv/v1/session", "hang")  # the session is created; the answer comes after our deadline
+    ran = skill("create-session", "a fox at dawn", "--channel", "feishu", "--chat-id", GROUP,
+                env={**FAST_DEADLINE, "LIBTV_SKIP_BACKGROUND_WAITER": "1"}, timeout=30)
+    assert ran.code != 0 and ran.last.startswith("❌ ") and "recover" in ran.last, ran
+    assert len(sim.sessions) == 1, "LibTV should have accepted the job"
+    sid = next(iter(sim.sessions))
+    assert not SessionStore(home).exists(sid)
+    kept = list((home / "libtv-journal" / ".submits").glob("*.json"))
+    assert len(kept) == 1, "the submit record that recover needs was deleted when the answer was lost"
+    doc = skill("recover", "--json").json()
+    assert [(s["status"], s.get("session_id")) for s in doc.get("submits", [])] == [("recovered", sid)], doc
+    wait_for(lambda: SessionStore(home).load(sid).state == "delivered", 30, "the recovered session to be delivered")
+    assert_delivered_once(home, sim, sid)
+    assert_clean_replay(home, sid)

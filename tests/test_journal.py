@@ -184,3 +184,44 @@ def test_an_append_landing_during_a_read_never_lets_a_stale_version_through(home
     with pytest.raises(ConcurrencyConflict):
         ours.append("s1", [started(3)], seen.version)
     assert [seq for seq, _ in JsonlJournal(home).read("s1").entries] == [1, 2]
+
+
+def test_an_append_is_on_disk_before_the_journal_lock_is_let_go(home, monkeypatch):
+    """Each append fsyncs the journal file after writing its line and while still holding the session's lock.
+
+    Observed by recording every ``os.fsync``: which file it flushed (by inode), how big that file was
+    then, and whether the journal lock was held (a second flock on the lock file is refused while it is).
+    """
+    import fcntl
+
+    j = JsonlJournal(home)
+    path = j.path("s1")
+    lock_path = str(path) + ".lock"
+    real_fsync = os.fsync
+    synced = []
+
+    def lock_held() -> bool:
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # also drops the flock if we got it
+        return False
+
+    def recording_fsync(fd):  # type: ignore[no-untyped-def]
+        st = os.fstat(fd)
+        synced.append({"inode": (st.st_dev, st.st_ino), "size": st.st_size, "locked": lock_held()})
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    for version, pid in enumerate([1, 2, 3]):
+        synced.clear()
+        j.append("s1", [started(pid)], version)
+        st = path.stat()
+        of_journal = [s for s in synced if s["inode"] == (st.st_dev, st.st_ino)]
+        assert of_journal, f"append {version + 1} never fsynced the journal file (fsyncs seen: {synced})"
+        assert any(s["size"] == st.st_size and s["locked"] for s in of_journal), (
+            f"append {version + 1}: no fsync of the whole new line under the lock: {of_journal}")
+    assert not lock_held()

@@ -136,3 +136,43 @@ def test_a_nexu_home_store_keeps_the_read_model_and_snapshots_by_default_and_ano
     assert [type(p) for p in SessionStore(home).projections] == [ReadModelProjection, TimelineSnapshotProjection]
     assert SessionStore(home, journal=JsonlJournal(tmp_path / "elsewhere")).projections == []
     assert SessionStore(home, projections=[]).projections == []
+
+
+def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(home):
+    """Another process delivers the result between our replay and our append: we must not deliver it too.
+
+    The race is forced, not hoped for: the first time ``decide`` runs, a second store (another
+    process's view of the same home) appends the delivery first, so our append meets a conflict.
+    """
+    from libtv_fsm.errors import ConcurrencyConflict
+    from libtv_fsm.journal import JsonlJournal
+
+    store = SessionStore(home)
+    store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
+    other = SessionStore(home)
+    conflicts = []
+
+    class Watching(JsonlJournal):
+        def append(self, session_id, events, expected_version):  # type: ignore[no-untyped-def]
+            try:
+                return super().append(session_id, events, expected_version)
+            except ConcurrencyConflict:
+                conflicts.append(expected_version)
+                raise
+
+    ours = SessionStore(home, journal=Watching(home))
+    seen = []
+
+    def deliver_what_is_pending(session):  # type: ignore[no-untyped-def]
+        seen.append((session.version, dict(session.delivered)))
+        if len(seen) == 1:  # the other waiter gets there first
+            other.record("s1", ev.DeliverySucceeded(at=T0, url=A, sent_as="video", message_id="theirs"))
+        return [ev.DeliverySucceeded(at=T0, url=u, sent_as="video", message_id="ours") for u in session.pending_urls]
+
+    result = ours.record_with("s1", deliver_what_is_pending)
+    final = SessionStore(home).load("s1")
+    sent = [e.event.message_id for e in final.events if e.type == "delivery_succeeded"]
+    assert sent == ["theirs"], f"the result was recorded delivered more than once: {sent}"
+    assert seen == [(2, {}), (3, {A: "video"})], f"decide did not run again on the fresh session: {seen}"
+    assert conflicts == [2], "our first append should have been refused as stale"
+    assert result.version == final.version == 3 and final.pending_urls == []
