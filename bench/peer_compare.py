@@ -13,6 +13,7 @@ The peer is never part of this repository. Get it from a Nexu checkout (a bare g
   done
 
 Usage: PEER_SCRIPT=/tmp/peer/scripts/libtv_video.py python bench/peer_compare.py [--runs 15] [--sessions 20]
+                                                   [--against FOLDER]   (an older build, timed in the same rounds)
        python bench/peer_compare.py /tmp/peer/scripts/libtv_video.py
 Prints a markdown table and writes bench/latest-peer.md.
 """
@@ -22,13 +23,13 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -167,10 +168,16 @@ def build_folder(out: Path) -> Path:
 
 
 def skill_env(home: Path, python: Path, extra: Dict[str, str]) -> Dict[str, str]:
-    """clean_env without anything of the dev venv, with HOME and every non-loopback request kept in the sandbox."""
-    env = clean_env(home, **extra)
-    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONWARNINGS"):
+    """clean_env without anything of the dev venv, with HOME and every non-loopback request kept in the sandbox.
+
+    PYTHONDONTWRITEBYTECODE goes too: Nexu copies a skill into the user's (writable) skills
+    folder, where Python caches the byte code after the first run; with it set, every run would
+    compile the package and its vendored dependencies again (a cost of its own, see "no byte-code cache").
+    """
+    env = clean_env(home)
+    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "PYTHONWARNINGS", "PYTHONDONTWRITEBYTECODE"):
         env.pop(var, None)
+    env.update(extra)
     env["PATH"] = os.pathsep.join([str(python.parent), "/usr/bin", "/bin"])
     env["HOME"] = str(home / "userhome")  # the peer downloads to ~/Downloads/libtv_results
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
@@ -255,9 +262,10 @@ def measure_in_flight(side: Side, sim: object, sessions: int, ready: float, spre
         sim_.scenarios[name] = Scenario(ready_after_seconds=ready + spread * i / max(sessions - 1, 1))  # type: ignore[attr-defined]
     chats = [f"oc_{tag}_{i:03d}" for i in range(sessions)]
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda i: side.run("create-session", f"clip {i} [sim:{names[i]}]", "--channel", "feishu",
-                                         "--chat-id", chats[i]), range(sessions)))
+    # One after another, as an agent runs them: the peer's session file has no lock, and two of
+    # its create-session at once can lose one's entry ("submitted session was not persisted").
+    for i in range(sessions):
+        side.run("create-session", f"clip {i} [sim:{names[i]}]", "--channel", "feishu", "--chat-id", chats[i])
     submit_seconds = time.monotonic() - started
     peak = (0, 0.0, 0.0, 0.0)
     deadline = time.monotonic() + ready + spread + 60
@@ -306,7 +314,9 @@ def _latency(values: List[float]) -> str:
             f"p95 {percentile(values, 0.95):.2f} s (n={len(values)})")
 
 
-def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 20.0, spread: float = 5.0) -> List[Row]:
+def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0, spread: float = 5.0,
+            against: Sequence[Path] = ()) -> List[Row]:
+    """The table's rows; ``against``: other built skill folders (older commits) timed in the same create-session rounds."""
     from libtv_fsm.sim import Simulator
     from libtv_fsm.sim.scenarios import Scenario
 
@@ -317,6 +327,8 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 20.0,
         sim.scenarios["now"] = Scenario(ready_after_seconds=0.0)
         python = bare_python(tmp / "venv")
         ours_script = build_folder(tmp / "skill")
+        # A copy that never gets a __pycache__: a read-only folder, or PYTHONDONTWRITEBYTECODE=1.
+        shutil.copytree(tmp / "skill", tmp / "skill-nocache")
         # Both poll every second, fixed (the peer reads a whole number of seconds; ours is capped at
         # its first interval): the schedules are equal, so detection compares the rest of the path.
         polling = {"LIBTV_POLL_INTERVAL_SECONDS": "1", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "1",
@@ -345,6 +357,11 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 20.0,
             if has_worker:
                 worker_side = side("ours, worker running", ours_script, ours_env)
                 create_sides.append(worker_side)
+            nocache = side("ours, no byte-code cache", tmp / "skill-nocache" / "scripts" / "libtv_video.py",
+                           {**ours_env, "PYTHONDONTWRITEBYTECODE": "1"})
+            create_sides.append(nocache)
+            for folder in against:
+                create_sides.append(side(f"ours@{folder}", Path(folder).resolve() / "scripts" / "libtv_video.py", ours_env))
             # With the worker built, create-session with none running starts one (CONTRACT 8).
             times, stopped = measure_create(create_sides, runs, sim, worker_side, {"ours"} if has_worker else set())
             peer_ms = statistics.median(times["peer"]) * 1000
@@ -363,6 +380,14 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 20.0,
             else:
                 rows.append(Row("ours `create-session`, worker running", "not built yet (no `worker` command)",
                                 f"<= {TARGET_CREATE_WORKER:g}x", None, "measured here once `libtv-video worker` exists"))
+            n_ms = statistics.median(times[nocache.name]) * 1000
+            rows.append(Row("ours `create-session`, no byte-code cache (read-only folder or PYTHONDONTWRITEBYTECODE=1)",
+                            f"{n_ms:.1f} ms = {_ratio(n_ms, peer_ms)} the peer's",
+                            note=f"median of {runs}, same rounds; every run compiles the package and vendor/"))
+            for folder in against:
+                a_ms = statistics.median(times[f"ours@{folder}"]) * 1000
+                rows.append(Row(f"ours `create-session` from the folder {folder} (no worker running)",
+                                f"{a_ms:.1f} ms = {_ratio(a_ms, peer_ms)} the peer's", note=f"median of {runs}, same rounds"))
             if any(stopped.values()):
                 rows.append(Row("create-session rounds: background processes still alive after 20 s and stopped",
                                 ", ".join(f"{k} {v}" for k, v in stopped.items())))
@@ -409,7 +434,8 @@ def table(rows: List[Row], started: float, runs: int) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, in {time.monotonic() - started:.0f} s "
-        f"(`PEER_SCRIPT=... python bench/peer_compare.py --runs {runs}`).",
+        f"(`python bench/peer_compare.py {' '.join(sys.argv[1:])}`"
+        + (", PEER_SCRIPT from the environment)." if os.environ.get("PEER_SCRIPT") else ")."),
         "",
         "| verdict | what | figure | target | how |",
         "|---|---|---|---|---|",
@@ -425,15 +451,17 @@ def main() -> int:
     ap.add_argument("peer", nargs="?", help="the peer's scripts/libtv_video.py (else PEER_SCRIPT)")
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--sessions", type=int, default=20)
-    ap.add_argument("--ready", type=float, default=20.0, help="first session ready this many s after creation")
+    ap.add_argument("--ready", type=float, default=30.0, help="first session ready this many s after creation")
     ap.add_argument("--spread", type=float, default=5.0, help="the last one this many s later")
+    ap.add_argument("--against", action="append", default=[], metavar="FOLDER",
+                    help="another built skill folder (say, of an older commit) in the create-session rounds")
     a = ap.parse_args()
     peer = peer_script(a.peer)
     if peer is None:
         print(f"❌ No peer to compare with: {HOW_TO_GET_PEER}")
         return 2
     started = time.monotonic()
-    text = table(measure(peer, a.runs, a.sessions, a.ready, a.spread), started, a.runs)
+    text = table(measure(peer, a.runs, a.sessions, a.ready, a.spread, [Path(f) for f in a.against]), started, a.runs)
     print(text)
     (HERE / "latest-peer.md").write_text(text, encoding="utf-8")
     return 0
