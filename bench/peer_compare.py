@@ -360,8 +360,9 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
             nocache = side("ours, no byte-code cache", tmp / "skill-nocache" / "scripts" / "libtv_video.py",
                            {**ours_env, "PYTHONDONTWRITEBYTECODE": "1"})
             create_sides.append(nocache)
-            for folder in against:
-                create_sides.append(side(f"ours@{folder}", Path(folder).resolve() / "scripts" / "libtv_video.py", ours_env))
+            against_sides = [side(f"ours@{folder}", Path(folder).resolve() / "scripts" / "libtv_video.py", ours_env)
+                             for folder in against]
+            create_sides += against_sides
             # With the worker built, create-session with none running starts one (CONTRACT 8).
             times, stopped = measure_create(create_sides, runs, sim, worker_side, {"ours"} if has_worker else set())
             peer_ms = statistics.median(times["peer"]) * 1000
@@ -394,8 +395,8 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
 
             # Memory and detection: the peer's 20 waiters, then ours, against the same simulator.
             flights = {}
-            for s, tag in ((peer_side, "pp"), (ours_side, "oo")):
-                flights[s.name] = measure_in_flight(s, sim, sessions, ready, spread, tag)
+            for n, s in enumerate([peer_side, ours_side, *against_sides]):
+                flights[s.name] = measure_in_flight(s, sim, sessions, ready, spread, f"f{n}x")
             peer_mem, ours_mem = flights["peer"]["peak"], flights["ours"]["peak"]
             for name, (n, rss, pss, uss) in (("peer", peer_mem), ("ours", ours_mem)):
                 f = flights[name]
@@ -404,6 +405,11 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
                                 note=f"/proc/<pid>/smaps_rollup of every process with NEXU_HOME=its home; "
                                      f"create-session x{sessions} took {f['submit_seconds']:.1f} s"
                                      + (f"; {f['stopped']} stopped at the end" if f["stopped"] else "")))
+            for s in against_sides:
+                n, rss, pss, uss = flights[s.name]["peak"]  # type: ignore[misc]
+                rows.append(Row(f"{s.name}: {sessions} sessions in flight (peak sample, {n} alive)",
+                                f"RSS {rss:.0f} MiB ({rss / max(n, 1):.1f}/process); PSS {pss:.0f}; USS {uss:.0f}",
+                                note=f"RSS {_ratio(rss, peer_mem[1])} the peer's"))
             ok = peer_mem[1] > 0 and ours_mem[1] / peer_mem[1] <= TARGET_MEMORY
             rows.append(Row(f"memory of {sessions} sessions in flight, ours / peer",
                             f"RSS {_ratio(ours_mem[1], peer_mem[1])}; PSS {_ratio(ours_mem[2], peer_mem[2])}; "
