@@ -6,7 +6,9 @@ spawned: the imports are the same, the spawn module is imported either way). Fig
 medians over the runs, in ms: the top modules by cumulative time, and the self time summed
 per top-level package (what cutting a package would save). With a peer, its total is shown too;
 with --against, another skill folder (e.g. built from an older commit) takes turns with ours in
-the same runs, so a before/after comparison sees the same machine load.
+the same runs, so a before/after comparison sees the same machine load. A module loaded with
+importlib.import_module (the CLI's command groups, the chat channels) is not listed itself
+(CPython times only the import statement), only what it imports.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -64,13 +66,16 @@ def profile(python: Path, targets: Dict[str, Tuple[Path, Dict[str, str]]], runs:
                 "cumulative": {k: statistics.median(v) / 1000 for k, v in cumul[t].items()}} for t in targets}
 
 
-def report(found: Dict[str, object], top: int) -> str:
+def report(found: Dict[str, object], top: int, show: Sequence[str] = ()) -> str:
     cumulative: Dict[str, float] = found["cumulative"]  # type: ignore[assignment]
     own: Dict[str, float] = found["self"]  # type: ignore[assignment]
     lines = [f"all imports (sum of self times): {found['total']:.1f} ms, {len(found['modules'])} modules",  # type: ignore[arg-type]
              "", f"top {top} by cumulative time (ms, median):"]
     for name in sorted(cumulative, key=lambda k: -cumulative[k])[:top]:
         lines.append(f"  {cumulative[name]:7.1f}  {name}")
+    if show:
+        lines += ["", "asked for (cumulative ms, median; - = not imported):"]
+        lines += [f"  {cumulative[n]:7.1f}  {n}" if n in cumulative else f"        -  {n}" for n in show]
     packages: Dict[str, float] = defaultdict(float)
     for name, ms in own.items():
         packages[name.split(".")[0] if not name.startswith("libtv_fsm") else ".".join(name.split(".")[:2])] += ms
@@ -85,6 +90,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--top", type=int, default=10)
     ap.add_argument("--peer", help="the peer's scripts/libtv_video.py (else PEER_SCRIPT; optional)")
+    ap.add_argument("--module", action="append", default=[], metavar="NAME", help="also show this module's cumulative time")
     ap.add_argument("--against", action="append", default=[], metavar="FOLDER",
                     help="another built skill folder (say, of an older commit) profiled in the same runs")
     a = ap.parse_args()
@@ -114,7 +120,7 @@ def main() -> int:
         found = profile(python, targets, a.runs)
         for label, script in scripts.items():
             print(f"== {label}: {python.name} -X importtime {script} create-session ...")
-            print(report(found[label], a.top) if label != "peer" else
+            print(report(found[label], a.top, a.module) if label != "peer" else
                   f"all imports (sum of self times): {found[label]['total']:.1f} ms, {len(found[label]['modules'])} modules")  # type: ignore[arg-type]
             print()
     return 0
