@@ -440,7 +440,7 @@ def table(rows: List[Row], started: float, runs: int) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, in {time.monotonic() - started:.0f} s "
-        f"(`python bench/peer_compare.py {' '.join(sys.argv[1:])}`"
+        f"(`{' '.join(['python bench/peer_compare.py', *sys.argv[1:]])}`"
         + (", PEER_SCRIPT from the environment)." if os.environ.get("PEER_SCRIPT") else ")."),
         "",
         "| verdict | what | figure | target | how |",
