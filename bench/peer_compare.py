@@ -269,12 +269,16 @@ def measure_in_flight(side: Side, sim: object, sessions: int, ready: float, spre
     submit_seconds = time.monotonic() - started
     peak = (0, 0.0, 0.0, 0.0)
     deadline = time.monotonic() + ready + spread + 60
+    all_sent: Optional[float] = None
     while time.monotonic() < deadline:
         pids = home_pids(side.home)
         sample = memory(pids)
         if sample[1] > peak[1]:
             peak = sample
-        if not pids:
+        # Done when every process is gone, or 5 s after every chat got its result (a worker stays).
+        if all_sent is None and all(_messages_to(sim, chat) for chat in chats):
+            all_sent = time.monotonic()
+        if not pids or (all_sent is not None and time.monotonic() - all_sent > 5):
             break
         time.sleep(0.5)
     stopped = stop(home_pids(side.home))
@@ -357,6 +361,8 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
             if has_worker:
                 worker_side = side("ours, worker running", ours_script, ours_env)
                 create_sides.append(worker_side)
+                # Today's path, one detached waiter per session, kept by name (CONTRACT 8).
+                create_sides.append(side("ours, LIBTV_WAITER=process", ours_script, {**ours_env, "LIBTV_WAITER": "process"}))
             nocache = side("ours, no byte-code cache", tmp / "skill-nocache" / "scripts" / "libtv_video.py",
                            {**ours_env, "PYTHONDONTWRITEBYTECODE": "1"})
             create_sides.append(nocache)
@@ -364,7 +370,8 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
                              for folder in against]
             create_sides += against_sides
             # With the worker built, create-session with none running starts one (CONTRACT 8).
-            times, stopped = measure_create(create_sides, runs, sim, worker_side, {"ours"} if has_worker else set())
+            starts_worker = {ours_side.name, nocache.name} if has_worker else set()
+            times, stopped = measure_create(create_sides, runs, sim, worker_side, starts_worker)
             peer_ms = statistics.median(times["peer"]) * 1000
             rows.append(Row("peer `create-session` (spawns its waiter)", f"{peer_ms:.1f} ms",
                             note=f"median of {runs} interleaved rounds, to the command's exit"))
@@ -374,6 +381,10 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
             rows.append(Row(what, f"{ours_ms:.1f} ms = {_ratio(ours_ms, peer_ms)} the peer's",
                             f"<= {TARGET_CREATE_NO_WORKER:g}x", ours_ms / peer_ms <= TARGET_CREATE_NO_WORKER,
                             f"median of {runs}; built skill folder on a bare python3"))
+            if "ours, LIBTV_WAITER=process" in times:
+                q_ms = statistics.median(times["ours, LIBTV_WAITER=process"]) * 1000
+                rows.append(Row("ours `create-session`, LIBTV_WAITER=process (spawns a detached waiter)",
+                                f"{q_ms:.1f} ms = {_ratio(q_ms, peer_ms)} the peer's", note=f"median of {runs}, same rounds"))
             if worker_side is not None:
                 w_ms = statistics.median(times[worker_side.name]) * 1000
                 rows.append(Row("ours `create-session`, worker running", f"{w_ms:.1f} ms = {_ratio(w_ms, peer_ms)} the peer's",
