@@ -1,4 +1,4 @@
-"""What can happen to a session: one frozen attrs class per event, and how they are stored (cattrs, or its output without it).
+"""What can happen to a session: one frozen attrs class per event, and the converter that stores them.
 
 Pure: no I/O, no clock. Every event carries the time it happened (``at``, UTC) as given by
 its caller. Adding an event is adding a class here and listing it in ``EVENT_TYPES``.
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type, Union
 
 import attr
-
-if TYPE_CHECKING:
-    import cattrs
+import cattrs
+from cattrs.strategies import configure_tagged_union
 
 
 @attr.frozen
@@ -227,10 +226,7 @@ def parse_time(text: Any) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _make_converter() -> "cattrs.Converter":
-    import cattrs
-    from cattrs.strategies import configure_tagged_union
-
+def _make_converter() -> cattrs.Converter:
     conv = cattrs.Converter()
     conv.register_unstructure_hook(datetime, format_time)
     conv.register_structure_hook(datetime, lambda value, _: parse_time(value))
@@ -239,135 +235,20 @@ def _make_converter() -> "cattrs.Converter":
     return conv
 
 
-_converter: "Optional[cattrs.Converter]" = None
-
-
-def get_converter() -> "cattrs.Converter":
-    """The cattrs converter that knows every event (built on first use: importing cattrs costs a short
-    command like create-session tens of milliseconds, and well-formed records never need it)."""
-    global _converter
-    if _converter is None:
-        _converter = _make_converter()
-    return _converter
-
-
-def __getattr__(name: str) -> Any:
-    # `events.converter` as before, without building it at import.
-    if name == "converter":
-        return get_converter()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# -- the plain path: the converter's output, and its reading of a well-formed record, without cattrs --
-#
-# Each field type maps to (unstructure, structure); structure returns _NO when the value is not
-# exactly what to_record writes, and the record then goes to the converter, which converts it or
-# raises as it always did. tests/test_events.py checks both directions against the converter.
-
-_NO: Any = object()
-
-
-def _exact(kind: type) -> Callable[[Any], Any]:
-    return lambda v: v if type(v) is kind else _NO
-
-
-def _optional(inner: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda v: None if v is None else inner(v)
-
-
-def _str_tuple(v: Any) -> Any:
-    return tuple(v) if type(v) is list and all(type(x) is str for x in v) else _NO
-
-
-def _time(v: Any) -> Any:
-    if type(v) is not str:
-        return _NO
-    try:
-        return parse_time(v)
-    except ValueError:
-        return _NO
-
-
-def _delivery(v: Any) -> Any:
-    if type(v) is dict and type(v.get("channel")) is str and type(v.get("chat_id")) is str:
-        return Delivery(v["channel"], v["chat_id"])
-    return _NO
-
-
-def _same(v: Any) -> Any:
-    return v
-
-
-def _delivery_dict(v: Any) -> Any:
-    return None if v is None else {"channel": v.channel, "chat_id": v.chat_id}
-
-
-_PLAIN: Dict[Any, Tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
-    str: (_same, _exact(str)), int: (_same, _exact(int)), bool: (_same, _exact(bool)), float: (_same, _exact(float)),
-    datetime: (format_time, _time), Tuple[str, ...]: (list, _str_tuple),
-    Optional[int]: (_same, _optional(_exact(int))), Optional[str]: (_same, _optional(_exact(str))),
-    Optional[Delivery]: (_delivery_dict, _optional(_delivery)),
-}
-# type tag -> (class, [(field, unstructure, structure, required)]); None: a class with a field type not in _PLAIN.
-_Plan = Optional[List[Tuple[str, Callable[[Any], Any], Callable[[Any], Any], bool]]]
-_PLANS: Optional[Dict[str, Tuple[Type[Event], _Plan]]] = None
-
-
-def _plan(cls: Type[Event]) -> _Plan:
-    import typing
-
-    hints = typing.get_type_hints(cls)
-    plan = []
-    for field in attr.fields(cls):
-        codec = _PLAIN.get(hints[field.name])
-        if codec is None:
-            return None
-        plan.append((field.name, codec[0], codec[1], field.default is attr.NOTHING))
-    return plan
-
-
-def _plan_for(tag: Any) -> Tuple[Optional[Type[Event]], _Plan]:
-    global _PLANS
-    plans = _PLANS
-    if plans is None:  # built whole, then published: a thread never sees half of it
-        plans = {type_tag(cls): (cls, _plan(cls)) for cls in EVENT_TYPES}
-        _PLANS = plans
-    found = plans.get(tag) if isinstance(tag, str) else None
-    return found if found is not None else (None, None)
+converter = _make_converter()
 
 
 def to_record(event: Event) -> Dict[str, Any]:
     """The JSON-ready dict of an event, with its ``type`` tag."""
     if isinstance(event, UnknownEvent):
         return dict(event.raw)
-    tag = type_tag(type(event))
-    cls, plan = _plan_for(tag)
-    if cls is not type(event) or plan is None:
-        record: Dict[str, Any] = get_converter().unstructure(event, AnyEvent)
-        return record
-    out = {name: unstructure(getattr(event, name)) for name, unstructure, _s, _r in plan}
-    out["type"] = tag
-    return out
+    record: Dict[str, Any] = converter.unstructure(event, AnyEvent)
+    return record
 
 
 def from_record(record: Dict[str, Any]) -> Union[Event, UnknownEvent]:
     """An event from its dict; an unknown ``type`` gives an UnknownEvent; a malformed known one raises."""
-    cls, plan = _plan_for(record.get("type") if isinstance(record, dict) else None)
-    if cls is not None and plan is not None:
-        kwargs: Dict[str, Any] = {}
-        for name, _u, structure, required in plan:
-            if name not in record:
-                if required:
-                    break
-                continue
-            value = structure(record[name])
-            if value is _NO:
-                break
-            kwargs[name] = value
-        else:
-            return cls(**kwargs)
-    # Unknown tags, and anything not exactly as to_record writes it: the converter decides, as always.
-    return get_converter().structure(record, AnyEvent)  # type: ignore[arg-type]  # a Union is a valid cattrs target
+    return converter.structure(record, AnyEvent)  # type: ignore[arg-type]  # a Union is a valid cattrs target
 
 
 def now() -> datetime:
