@@ -49,6 +49,16 @@ class SessionStore:
             projections = default_projections(self)
         self.projections: List["Projection"] = list(projections)
 
+    @classmethod
+    def from_url(cls, url: str, home: Union[str, Path, None] = None) -> "SessionStore":
+        """The store whose journal is the database ``url`` names (``postgresql://...``); ``home`` keeps the rest.
+
+        The key, ``libtv.json`` and the waiters' logs stay under ``home`` (default ``NEXU_HOME``).
+        """
+        from libtv_fsm.journal import open_journal
+
+        return cls(home, journal=open_journal(url))
+
     # -- reading ------------------------------------------------------------------------------
 
     def exists(self, session_id: str) -> bool:
