@@ -34,4 +34,10 @@ def open_journal(url: str) -> Journal:
     except ImportError as err:
         raise JournalError(f"A postgresql:// journal needs psycopg, which is not installed ({err.name or err}): "
                            f"{EXTRA}  (Python >= 3.10)") from None
-    return PostgresJournal(url.strip())
+    import os
+
+    try:  # how long a command waits for a restarting database before it gives up (default 30 s)
+        retry = float(os.environ.get("LIBTV_JOURNAL_RETRY_SECONDS") or 30.0)
+    except ValueError:
+        raise JournalError("LIBTV_JOURNAL_RETRY_SECONDS must be a number of seconds") from None
+    return PostgresJournal(url.strip(), retry_seconds=max(0.0, retry))
