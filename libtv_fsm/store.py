@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
@@ -21,6 +21,7 @@ from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
 
 if TYPE_CHECKING:
+    from libtv_fsm.journal import Appended
     from libtv_fsm.journal.projections import Projection
     from libtv_fsm.snapshots import Summary
 
@@ -107,6 +108,16 @@ class SessionStore:
         if isinstance(journal, JsonlJournal) and Path(journal.root) == self.home / JOURNAL_DIR:
             return self.home
         return None
+
+    def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator["Appended"]:
+        """New events as they are appended, by any process: ``Appended(session_id, seq, event, position)``.
+
+        Starts from now (what is appended after this call); ``after=0`` starts from the first event,
+        and on PostgreSQL ``after=<position>`` resumes after an event an earlier subscriber saw. Ends
+        after ``idle_timeout`` seconds without a new event (None: never). PostgreSQL: LISTEN/NOTIFY, and
+        rows read by position; JSONL: the journal folder polled for changed files (``position`` is None).
+        """
+        return self.journal.subscribe(after=after, idle_timeout=idle_timeout)
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -290,9 +290,28 @@ class PostgresJournal(Journal):
     # -- following ------------------------------------------------------------------------------
 
     def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator[Appended]:
-        """LISTEN for appends and read the rows past the last position seen (a missed NOTIFY loses nothing)."""
-        position = after
+        """LISTEN for appends and read the rows past the last position seen (a missed NOTIFY loses nothing).
+
+        Listening starts before this returns, so "from now on" means from this call. ``after`` is a
+        position an earlier subscriber yielded (``Appended.position``), to resume after it; 0: from the start.
+        """
         conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]" = None
+        try:
+            conn = self.connect()
+            _migrate(conn)
+            conn.execute(f"LISTEN {CHANNEL}")
+            if after is None:
+                row = conn.execute(f"SELECT coalesce(max(position), 0) FROM {EVENTS}").fetchone()
+                after = int(row[0]) if row else 0
+        except (psycopg.Error, _Unreachable) as err:
+            if conn is not None:
+                conn.close()
+            cause = err.cause if isinstance(err, _Unreachable) else err
+            raise JournalError(f"Cannot follow {where(self.url)}: {_short(cause)}") from None
+        return self._follow(conn, after, idle_timeout)
+
+    def _follow(self, conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]", position: int,
+                idle_timeout: Optional[float]) -> Iterator[Appended]:
         idle_since = time.monotonic()
         delay = 0.05
         try:
@@ -302,9 +321,6 @@ class PostgresJournal(Journal):
                         conn = self.connect()
                         _migrate(conn)
                         conn.execute(f"LISTEN {CHANNEL}")
-                        if position is None:
-                            row = conn.execute(f"SELECT coalesce(max(position), 0) FROM {EVENTS}").fetchone()
-                            position = int(row[0]) if row else 0
                     rows = conn.execute(f"SELECT position, session_id, seq, body FROM {EVENTS} WHERE position > %s "
                                         "ORDER BY position LIMIT 500", (position,)).fetchall()
                     delay = 0.05
