@@ -10,7 +10,7 @@ from libtv_fsm.journal.base import Appended, Journal, JournalRead, WaiterClaim
 from libtv_fsm.journal.jsonl import JOURNAL_DIR, LOCK_TIMEOUT, JsonlJournal, parse_lines
 
 __all__ = ["Journal", "JsonlJournal", "JournalRead", "WaiterClaim", "Appended", "parse_lines", "JOURNAL_DIR",
-           "LOCK_TIMEOUT", "open_journal", "is_database_url", "URL_ENV"]
+           "LOCK_TIMEOUT", "open_journal", "is_database_url", "describe_url", "URL_ENV"]
 
 # Set to a postgresql:// URL, every command keeps its journal in that database (CONTRACT section 9).
 URL_ENV = "LIBTV_JOURNAL_URL"
@@ -20,6 +20,18 @@ EXTRA = "pip install 'libtv-fsm[postgres]'"
 def is_database_url(text: str) -> bool:
     """Whether ``text`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)."""
     return text.strip().lower().startswith(("postgresql://", "postgres://"))
+
+
+def describe_url(url: str) -> str:
+    """The database a URL names, for messages: host, port and name, never the user or the password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname or "localhost", parts.port or 5432
+    except ValueError:
+        return "postgresql://(unparsable URL)"
+    return f"postgresql://{host}:{port}{parts.path or '/'}"
 
 
 def open_journal(url: str) -> Journal:

@@ -26,7 +26,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from libtv_fsm import failpoints
@@ -70,13 +69,9 @@ class DatabaseUnreachable(JournalError):
 
 def where(url: str) -> str:
     """The database a URL names, for messages: host, port and name, never the user's password."""
-    try:
-        info = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "postgresql://(unparsable URL)"
-    host = str(info.get("host") or "localhost")
-    port = str(info.get("port") or "5432")
-    return f"postgresql://{host}:{port}/{info.get('dbname') or ''}"
+    from libtv_fsm.journal import describe_url
+
+    return describe_url(url)
 
 
 def _short(err: BaseException) -> str:
