@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import Cli, point_at_sim
 
 GROUP = "oc_group_pg"
@@ -67,3 +69,44 @@ def test_an_unreachable_database_is_one_clear_line_without_the_password(home):
                                                    "LIBTV_JOURNAL_RETRY_SECONDS": "0.5"}, timeout=120)
     assert ran.code != 0 and ran.last.startswith("❌ ") and "unreachable" in ran.last, ran
     assert "hunter2" not in ran.out + ran.err
+
+
+# -- submit intents: rows held by advisory locks, so a create-session that dies anywhere is finished by recover --
+
+
+def intent_rows(url):
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT record, outcome FROM libtv_submit_intents ORDER BY created_at").fetchall()
+
+
+@pytest.mark.parametrize("point", ["after_http:POST:/libtv/v1/session", "before_append:submitted"])
+def test_a_create_session_killed_after_libtv_accepted_is_finished_by_recover(home, sim, pg_url, point):
+    skill = point_at_sim(Cli(home), sim, {"LIBTV_JOURNAL_URL": pg_url, "LIBTV_SKIP_BACKGROUND_WAITER": "1"}, key=KEY)
+    ran = skill("create-session", "a cat in the rain", "--channel", "feishu", "--chat-id", GROUP,
+                env={"LIBTV_FAILPOINTS": point})
+    assert ran.code == -9 and ran.out == "", ran
+    (sid,) = sim.sessions
+    [(record, outcome)] = intent_rows(pg_url)
+    assert outcome is None and record["text"] == "a cat in the rain" and KEY not in json.dumps(record)
+    doc = skill("recover", "--json").json()
+    assert [(s["status"], s.get("session_id")) for s in doc["submits"]] == [("recovered", sid)], doc
+    [entry] = doc["sessions"]
+    assert entry["delivery"] == {"channel": "feishu", "chat_id": GROUP} and entry["submitted_text"] == "a cat in the rain"
+    assert intent_rows(pg_url) == [] and "submits" not in skill("recover", "--json").json()
+    assert skill("wait-and-deliver", "--session-id", sid).code == 0 and len(sim.feishu.messages) == 1
+
+
+def test_recover_leaves_a_live_create_sessions_intent_alone_and_closes_a_dead_one_with_the_reason(home, sim, pg_url):
+    from libtv_fsm.journal import open_journal
+
+    skill = point_at_sim(Cli(home), sim, {"LIBTV_JOURNAL_URL": pg_url}, key=KEY)
+    live = open_journal(pg_url).intents().begin({"at": "2026-01-01T00:00:00Z", "text": "a cat", "message": "a cat",
+                                                 "auth_mode": "nexu_gateway", "session_id": None, "after_seq": 0})
+    assert "submits" not in skill("recover", "--json").json()  # its writer still holds it
+    live.release()  # the writer dies before the POST
+    (entry,) = skill("recover", "--json").json()["submits"]
+    assert entry["status"] == "closed" and "never reached LibTV" in entry["reason"], entry
+    [(record, outcome)] = intent_rows(pg_url)
+    assert outcome == entry["reason"] and "submits" not in skill("recover", "--json").json()  # kept for a human, told once

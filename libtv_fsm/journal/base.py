@@ -8,20 +8,41 @@ process got there first, the thing that makes "two waiters never both deliver" t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import attr
 
 from libtv_fsm.events import Event, UnknownEvent
 
-if TYPE_CHECKING:
-    from libtv_fsm.intents import IntentStore
-
-
 class Releasable(Protocol):
     """What a claim holds: a file lock, a database session lock."""
 
     def release(self) -> None: ...
+
+
+class SubmitIntent(Protocol):
+    """A submit written down before it is sent (intents.py), held by the process that has it."""
+
+    record: Dict[str, Any]
+
+    @property
+    def id(self) -> str: ...
+
+    def update(self, **fields: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self, outcome: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class SubmitIntents(Protocol):
+    """Where a store keeps submit intents: the JSONL store's files (intents.IntentStore), a PostgreSQL table."""
+
+    def begin(self, record: Dict[str, Any]) -> SubmitIntent: ...
+
+    def orphans(self) -> Sequence[SubmitIntent]: ...
 
 AnyEvent = Union[Event, UnknownEvent]
 
@@ -79,7 +100,7 @@ class Journal(ABC):
     def claim_waiter(self, session_id: str, wait: float = 0.0) -> "WaiterClaim":
         """Try (for up to ``wait`` seconds) to become the one waiter of the session; check ``claim.held``."""
 
-    def intents(self) -> "Optional[IntentStore]":
+    def intents(self) -> Optional[SubmitIntents]:
         """Where ``create-session`` writes down a submit before sending it (None: not supported here)."""
         return None
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -33,6 +33,9 @@ from libtv_fsm.errors import ConcurrencyConflict, JournalError
 from libtv_fsm.events import Event, from_record, to_record
 from libtv_fsm.ids import validate_session_id
 from libtv_fsm.journal.base import AnyEvent, Appended, Journal, JournalRead, WaiterClaim
+
+if TYPE_CHECKING:
+    from libtv_fsm.journal.postgres_intents import PostgresIntents
 
 EVENTS = "libtv_events"
 SCHEMA_VERSION = "libtv_schema_version"
@@ -49,6 +52,15 @@ MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
             created_at timestamptz NOT NULL DEFAULT now(),
             CONSTRAINT {EVENTS}_pkey PRIMARY KEY (session_id, seq),
             CONSTRAINT {EVENTS}_position_key UNIQUE (position)
+        )""",
+    )),
+    (2, (
+        # Submit intents (postgres_intents.py): one row per request written down before it is sent.
+        """CREATE TABLE IF NOT EXISTS libtv_submit_intents (
+            id         text PRIMARY KEY,
+            record     jsonb NOT NULL,
+            outcome    text,
+            created_at timestamptz NOT NULL DEFAULT now()
         )""",
     )),
 )
@@ -157,6 +169,24 @@ class PostgresJournal(Journal):
             self._ready = True  # this call is the migration: the connection need not run it first
             return self._call(work)
 
+    def migrate_once(self) -> None:
+        """Make sure the schema is current (done once per journal object, on its first call)."""
+        if not self._ready:
+            self._call(lambda conn: None)
+
+    def connect_or_fail(self) -> "psycopg.Connection[Tuple[Any, ...]]":
+        """A new connection of its own (for a claim, an intent); DatabaseUnreachable if none can be had."""
+        try:
+            return self.connect()
+        except _Unreachable as err:
+            raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(err.cause)}") from None
+
+    def intents(self) -> "PostgresIntents":
+        """Submit intents as rows of ``libtv_submit_intents``, held by advisory locks (postgres_intents.py)."""
+        from libtv_fsm.journal.postgres_intents import PostgresIntents
+
+        return PostgresIntents(self)
+
     # -- reading --------------------------------------------------------------------------------
 
     def location(self, session_id: str) -> str:
@@ -262,10 +292,7 @@ class PostgresJournal(Journal):
 
     def claim_waiter(self, session_id: str, wait: float = 0.0) -> WaiterClaim:
         validate_session_id(session_id)
-        try:
-            conn = self.connect()
-        except _Unreachable as err:
-            raise JournalError(f"The journal database {where(self.url)} is unreachable: {_short(err.cause)}") from None
+        conn = self.connect_or_fail()
         deadline = time.monotonic() + max(0.0, wait)
         try:
             while True:
