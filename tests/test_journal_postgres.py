@@ -92,6 +92,16 @@ def test_a_claim_of_a_process_killed_with_sigkill_is_released(pg_url):
     claim.release()
 
 
+def test_one_journal_shared_by_threads_gives_a_session_to_one_claim_only(pg_url):
+    """A worker's threads share one store: its claims must not be re-entrant the way one connection's locks are."""
+    j = journal(pg_url)
+    j.read("s1")  # the journal's own connection is open
+    first = j.claim_waiter("s1")
+    assert first.held and not j.claim_waiter("s1").held
+    first.release()
+    assert j.claim_waiter("s1").held
+
+
 def test_claims_of_different_sessions_do_not_block_each_other_and_release_frees_one(pg_url):
     j = journal(pg_url)
     a, b = j.claim_waiter("a"), j.claim_waiter("b")
