@@ -69,7 +69,8 @@ class SessionStore:
         """Replay the session's journal; UnknownSession if it has none."""
         session = self.replay(session_id)
         if session.version == 0 and not self.journal.exists(session_id):
-            raise UnknownSession(f"Unknown session {session_id}: no journal for it in {self.home}")
+            where = str(self.home) if self.snapshots_home() is not None else self.journal.location(session_id)
+            raise UnknownSession(f"Unknown session {session_id}: no journal for it in {where}")
         return session
 
     def replay(self, session_id: str) -> Session:

@@ -48,6 +48,12 @@ def test_a_request_journaled_in_postgresql_is_delivered_once_and_listed(home, si
     assert len(bodies) == len(doc["events"]) and not any(KEY in b or "app_secret" in b for b in bodies)
 
 
+def test_an_unknown_session_names_the_database_not_the_home(home, pg_url):
+    ran = Cli(home)("history", "nope", env={"LIBTV_JOURNAL_URL": pg_url})
+    assert ran.code != 0 and ran.last.startswith("❌ Unknown session nope") and "postgresql://127.0.0.1:" in ran.last, ran
+    assert str(home) not in ran.last
+
+
 def test_a_postgresql_url_without_psycopg_is_one_clear_line(home, tmp_path):
     blocker = tmp_path / "no-psycopg"
     blocker.mkdir()
