@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 from libtv_fsm.cli import emit_json, say
 
@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=history)
 
 
-def journal_url() -> str:
+def journal_url(env: Mapping[str, str] = os.environ) -> str:
     """LIBTV_JOURNAL_URL: when set, every command keeps its journal in that database (CONTRACT section 9)."""
-    return os.environ.get("LIBTV_JOURNAL_URL", "").strip()
+    return env.get("LIBTV_JOURNAL_URL", "").strip()
 
 
 def open_store() -> Any:
