@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
@@ -21,6 +21,7 @@ from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
 
 if TYPE_CHECKING:
+    from libtv_fsm.journal import Appended
     from libtv_fsm.journal.projections import Projection
     from libtv_fsm.snapshots import Summary
 
@@ -49,6 +50,16 @@ class SessionStore:
             projections = default_projections(self)
         self.projections: List["Projection"] = list(projections)
 
+    @classmethod
+    def from_url(cls, url: str, home: Union[str, Path, None] = None) -> "SessionStore":
+        """The store whose journal is the database ``url`` names (``postgresql://...``); ``home`` keeps the rest.
+
+        The key, ``libtv.json`` and the waiters' logs stay under ``home`` (default ``NEXU_HOME``).
+        """
+        from libtv_fsm.journal import open_journal
+
+        return cls(home, journal=open_journal(url))
+
     # -- reading ------------------------------------------------------------------------------
 
     def exists(self, session_id: str) -> bool:
@@ -58,7 +69,8 @@ class SessionStore:
         """Replay the session's journal; UnknownSession if it has none."""
         session = self.replay(session_id)
         if session.version == 0 and not self.journal.exists(session_id):
-            raise UnknownSession(f"Unknown session {session_id}: no journal for it in {self.home}")
+            where = str(self.home) if self.snapshots_home() is not None else self.journal.location(session_id)
+            raise UnknownSession(f"Unknown session {session_id}: no journal for it in {where}")
         return session
 
     def replay(self, session_id: str) -> Session:
@@ -97,6 +109,16 @@ class SessionStore:
         if isinstance(journal, JsonlJournal) and Path(journal.root) == self.home / JOURNAL_DIR:
             return self.home
         return None
+
+    def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator["Appended"]:
+        """New events as they are appended, by any process: ``Appended(session_id, seq, event, position)``.
+
+        Starts from now (what is appended after this call); ``after=0`` starts from the first event,
+        and on PostgreSQL ``after=<position>`` resumes after an event an earlier subscriber saw. Ends
+        after ``idle_timeout`` seconds without a new event (None: never). PostgreSQL: LISTEN/NOTIFY, and
+        rows read by position; JSONL: the journal folder polled for changed files (``position`` is None).
+        """
+        return self.journal.subscribe(after=after, idle_timeout=idle_timeout)
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+import pg  # reads LIBTV_TEST_DATABASE_URL before the autouse fixture below clears LIBTV_ variables
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "libtv_video.py"
 
@@ -159,3 +161,51 @@ def legacy_sessions(chat_id: str) -> List[Dict[str, Any]]:
          "auth_mode": "nexu_gateway", "delivery": {}, "created_at": "2026-01-04T00:00:00Z",
          "updated_at": "2026-01-04T01:00:00Z"},
     ]
+
+
+# -- the journal's two stores: the same contract tests run against each ----------------------------
+
+
+@pytest.fixture
+def pg_url():  # type: ignore[no-untyped-def]
+    """A postgresql:// URL on a fresh schema of the test database (skips without one, except in CI)."""
+    yield from pg.fresh_schema()
+
+
+class StoreKind:
+    """One of the journal's stores, for a test parametrized over both: where it lives, and how to open it."""
+
+    def __init__(self, name: str, home: Path, url: Optional[str]) -> None:
+        self.name = name
+        self.home = home
+        self.url = url
+        # What a subprocess is given to open the same store (tests/peer scripts: `open_store(spec)`).
+        self.spec = url or str(home)
+
+    def journal(self) -> Any:
+        """A new journal object on the same storage (as another process would open it)."""
+        from libtv_fsm.journal import JsonlJournal, open_journal
+
+        return open_journal(self.url) if self.url else JsonlJournal(self.home)
+
+    def store(self, **kwargs: Any) -> Any:
+        from libtv_fsm.store import SessionStore
+
+        return SessionStore(self.home, journal=self.journal(), **kwargs) if self.url else SessionStore(self.home, **kwargs)
+
+
+OPEN_STORE = (
+    "def open_store(spec):\n"
+    "    from libtv_fsm.store import SessionStore\n"
+    "    return SessionStore.from_url(spec) if spec.startswith('postgresql') else SessionStore(spec)\n"
+)
+
+
+@pytest.fixture(params=["jsonl", "postgres"])
+def kind(request: pytest.FixtureRequest, home: Path):  # type: ignore[no-untyped-def]
+    """The JSONL store of ``home``, then a PostgreSQL journal on a fresh schema (with ``home`` for the rest)."""
+    if request.param == "jsonl":
+        yield StoreKind("jsonl", home, None)
+        return
+    for url in pg.fresh_schema():
+        yield StoreKind("postgres", home, url)

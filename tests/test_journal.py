@@ -16,6 +16,7 @@ from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, InvalidSessionId, JournalError
 from libtv_fsm.journal import JsonlJournal, parse_lines
 from libtv_fsm.replay import replay
+from conftest import OPEN_STORE
 from eventgen import T0, event_lists
 from test_replay import fingerprint
 
@@ -24,8 +25,8 @@ def started(pid=1):
     return ev.WaiterStarted(at=T0, pid=pid)
 
 
-def test_append_then_read_gives_the_events_back_in_order(home):
-    j = JsonlJournal(home)
+def test_append_then_read_gives_the_events_back_in_order(kind):
+    j = kind.journal()
     assert j.append("s1", [started(1), started(2)], 0) == 2
     assert j.append("s1", [started(3)], 2) == 3
     read = j.read("s1")
@@ -34,8 +35,8 @@ def test_append_then_read_gives_the_events_back_in_order(home):
     assert read.skipped == 0 and j.session_ids() == ["s1"]
 
 
-def test_append_with_a_stale_version_is_refused_and_writes_nothing(home):
-    a, b = JsonlJournal(home), JsonlJournal(home)
+def test_append_with_a_stale_version_is_refused_and_writes_nothing(kind):
+    a, b = kind.journal(), kind.journal()
     a.append("s1", [started()], 0)
     with pytest.raises(ConcurrencyConflict):
         b.append("s1", [started()], 0)
@@ -113,36 +114,36 @@ def test_an_unwritable_home_is_a_clear_journal_error(tmp_path):
         JsonlJournal(home).append("s1", [started()], 0)
 
 
-APPENDER = textwrap.dedent("""
+APPENDER = OPEN_STORE + textwrap.dedent("""
     import sys
     from libtv_fsm import events as ev
-    from libtv_fsm.store import SessionStore
-    home, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    store = SessionStore(home)
+    spec, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    store = open_store(spec)
     for i in range(count):
         store.record("shared", ev.WaiterStarted(at=ev.now(), pid=worker * 1000 + i))
 """)
 
 
-def test_concurrent_appenders_in_several_processes_lose_no_line(home):
+def test_concurrent_appenders_in_several_processes_lose_no_line(kind):
     workers, count = 4, 40
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(home), str(w), str(count)]) for w in range(workers)]
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, kind.spec, str(w), str(count)]) for w in range(workers)]
     assert [p.wait(timeout=120) for p in procs] == [0] * workers
-    read = JsonlJournal(home).read("shared")
+    read = kind.journal().read("shared")
     assert read.skipped == 0
     assert [seq for seq, _ in read.entries] == list(range(1, workers * count + 1))
     pids = sorted(e.pid for _, e in read.entries)
     assert pids == sorted(w * 1000 + i for w in range(workers) for i in range(count))
 
 
-def test_only_one_waiter_can_hold_a_session(home):
-    j = JsonlJournal(home)
+def test_only_one_waiter_can_hold_a_session(kind):
+    j = kind.journal()
     first = j.claim_waiter("s1")
     assert first.held
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from libtv_fsm.journal import JsonlJournal; "
-         "sys.exit(0 if JsonlJournal(sys.argv[1]).claim_waiter('s1').held else 5)", str(home)])
+        [sys.executable, "-c", OPEN_STORE + "import sys\n"
+         "sys.exit(0 if open_store(sys.argv[1]).journal.claim_waiter('s1').held else 5)", kind.spec])
     assert probe.returncode == 5
+    assert not kind.journal().claim_waiter("s1").held  # not in another journal object of this process either
     first.release()
     assert j.claim_waiter("s1").held
 

@@ -12,31 +12,32 @@ from libtv_fsm import SessionStore
 from libtv_fsm import events as ev
 from libtv_fsm.errors import TransitionRefused, UnknownSession
 from libtv_fsm.journal.projections import Projection
+from conftest import OPEN_STORE
 from eventgen import T0, URLS
 from test_replay import submitted
 
 A = URLS[0]
 
 
-def test_load_replays_the_journal_and_sessions_are_newest_first(home):
-    store = SessionStore(home)
+def test_load_replays_the_journal_and_sessions_are_newest_first(kind):
+    store = kind.store()
     for i, sid in enumerate(["old", "new", "mid"]):
         at = T0 + timedelta(minutes={"old": 0, "mid": 5, "new": 10}[sid])
         store.record(sid, ev.Submitted(at=at, project_uuid=f"p{i}", project_url="u", text=sid, message=sid, auth_mode="nexu_gateway"))
     store.record("mid", ev.Completed(at=T0, urls=(A,)))
-    s = SessionStore(home).load("mid")
+    s = kind.store().load("mid")
     assert (s.state, s.result_urls, s.delivery, s.delivered_at) == ("completed", [A], None, None)
     assert [e.type for e in s.events] == ["submitted", "completed"]
     assert [x.session_id for x in store.sessions()] == ["new", "mid", "old"]
 
 
-def test_loading_an_unknown_session_is_a_clear_error(home):
+def test_loading_an_unknown_session_is_a_clear_error(kind):
     with pytest.raises(UnknownSession, match="Unknown session nope"):
-        SessionStore(home).load("nope")
+        kind.store().load("nope")
 
 
-def test_an_invalid_transition_is_refused_and_nothing_is_written(home):
-    store = SessionStore(home)
+def test_an_invalid_transition_is_refused_and_nothing_is_written(kind):
+    store = kind.store()
     store.record("s1", submitted(), ev.Failed(at=T0, reason="policy"))
     with pytest.raises(TransitionRefused, match="not valid in state failed"):
         store.record("s1", ev.Completed(at=T0, urls=(A,)))
@@ -45,13 +46,12 @@ def test_an_invalid_transition_is_refused_and_nothing_is_written(home):
     assert store.load("s1").version == 2 and not store.exists("s2")
 
 
-RACER = textwrap.dedent("""
+RACER = OPEN_STORE + textwrap.dedent("""
     import sys, time
     from libtv_fsm import events as ev
     from libtv_fsm.errors import TransitionRefused
-    from libtv_fsm.store import SessionStore
-    home, start = sys.argv[1], float(sys.argv[2])
-    store = SessionStore(home)
+    spec, start = sys.argv[1], float(sys.argv[2])
+    store = open_store(spec)
     url = store.load("race").result_urls[0]
     while time.time() < start:
         time.sleep(0.001)
@@ -62,21 +62,21 @@ RACER = textwrap.dedent("""
 """)
 
 
-def test_many_processes_racing_to_deliver_one_session_deliver_it_once(home):
+def test_many_processes_racing_to_deliver_one_session_deliver_it_once(kind):
     import time
 
-    store = SessionStore(home)
+    store = kind.store()
     store.record("race", submitted(), ev.Completed(at=T0, urls=(A,)))
     start = time.time() + 1.5
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(home), str(start)]) for _ in range(6)]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, kind.spec, str(start)]) for _ in range(6)]
     codes = sorted(p.wait(timeout=60) for p in procs)
     assert codes == [0] + [7] * 5
     s = store.load("race")
     assert s.state == "delivered" and [e.type for e in s.events].count("delivered") == 1 and s.ignored == []
 
 
-def test_record_with_decides_from_the_fresh_state(home):
-    store = SessionStore(home)
+def test_record_with_decides_from_the_fresh_state(kind):
+    store = kind.store()
     store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
 
     def wanted(s):
@@ -109,9 +109,9 @@ class Broken(Projection):
         raise self.error
 
 
-def test_every_append_reaches_the_projections_once_with_the_session_it_made(home):
+def test_every_append_reaches_the_projections_once_with_the_session_it_made(kind):
     seen = Recorder()
-    store = SessionStore(home, projections=[seen])
+    store = kind.store(projections=[seen])
     store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
     store.record_with("s1", lambda s: [])  # nothing appended: nothing to tell
     assert seen.seen == [("s1", 2, ["Submitted", "Completed"])]
@@ -138,29 +138,31 @@ def test_a_nexu_home_store_keeps_the_read_model_and_snapshots_by_default_and_ano
     assert SessionStore(home, projections=[]).projections == []
 
 
-def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(home):
+def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(kind):
     """Another process delivers the result between our replay and our append: we must not deliver it too.
 
     The race is forced, not hoped for: the first time ``decide`` runs, a second store (another
     process's view of the same home) appends the delivery first, so our append meets a conflict.
     """
     from libtv_fsm.errors import ConcurrencyConflict
-    from libtv_fsm.journal import JsonlJournal
+    from libtv_fsm.store import SessionStore as Store
 
-    store = SessionStore(home)
+    store = kind.store()
     store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
-    other = SessionStore(home)
+    other = kind.store()
     conflicts = []
+    watched = kind.journal()
+    real_append = watched.append
 
-    class Watching(JsonlJournal):
-        def append(self, session_id, events, expected_version):  # type: ignore[no-untyped-def]
-            try:
-                return super().append(session_id, events, expected_version)
-            except ConcurrencyConflict:
-                conflicts.append(expected_version)
-                raise
+    def watching(session_id, events, expected_version):  # type: ignore[no-untyped-def]
+        try:
+            return real_append(session_id, events, expected_version)
+        except ConcurrencyConflict:
+            conflicts.append(expected_version)
+            raise
 
-    ours = SessionStore(home, journal=Watching(home))
+    watched.append = watching
+    ours = Store(kind.home, journal=watched)
     seen = []
 
     def deliver_what_is_pending(session):  # type: ignore[no-untyped-def]
@@ -170,7 +172,7 @@ def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(hom
         return [ev.DeliverySucceeded(at=T0, url=u, sent_as="video", message_id="ours") for u in session.pending_urls]
 
     result = ours.record_with("s1", deliver_what_is_pending)
-    final = SessionStore(home).load("s1")
+    final = kind.store().load("s1")
     sent = [e.event.message_id for e in final.events if e.type == "delivery_succeeded"]
     assert sent == ["theirs"], f"the result was recorded delivered more than once: {sent}"
     assert seen == [(2, {}), (3, {A: "video"})], f"decide did not run again on the fresh session: {seen}"

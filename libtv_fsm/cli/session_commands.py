@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 from libtv_fsm.cli import emit_json, say
 
@@ -32,13 +32,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=history)
 
 
+def journal_url(env: Mapping[str, str] = os.environ) -> str:
+    """LIBTV_JOURNAL_URL: when set, every command keeps its journal in that database (CONTRACT section 9)."""
+    return env.get("LIBTV_JOURNAL_URL", "").strip()
+
+
 def open_store() -> Any:
-    """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use."""
+    """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use.
+
+    With LIBTV_JOURNAL_URL set, its journal is that database and the rest (key, logs) stays in NEXU_HOME;
+    the legacy file belongs to the JSONL journal then and is left alone (`journal import` moves a home).
+    """
     from libtv_fsm import events as ev
     from libtv_fsm.config import nexu_home
     from libtv_fsm.legacy import import_legacy
     from libtv_fsm.store import SessionStore
 
+    if journal_url():
+        return SessionStore.from_url(journal_url(), nexu_home())
     store = SessionStore(nexu_home())
     import_legacy(store, ev.now())
     return store
@@ -117,7 +128,7 @@ def _recover_local(args: argparse.Namespace) -> bool:
     from libtv_fsm import snapshots
 
     home = snapshots.nexu_home()
-    if not snapshots.is_local(home):
+    if journal_url() or not snapshots.is_local(home):
         return False
     run_locks: Dict[int, str] = {}
     rows = snapshots.list_sessions(home, run_locks)
@@ -201,14 +212,22 @@ def history(args: argparse.Namespace) -> int:
 
     sid = validate_session_id(args.session_id)
     home = snapshots.nexu_home()
-    if snapshots.legacy_import_pending(home):
-        open_store()
-    # The replayed timeline, from its snapshot when the journal has not changed since.
-    found = snapshots.timeline(home, sid)
-    if found is None:
-        raise UnknownSession(f"Unknown session {sid}: no journal for it in {home}")
-    view, events = found
-    journal = str((home / snapshots.JOURNAL_DIR / f"{sid}.jsonl").resolve())
+    if journal_url():  # no snapshots of a database journal: replayed
+        from libtv_fsm.timeline import event_view, session_view
+
+        store = open_store()
+        session = store.load(sid)
+        view, events = session_view(session), [event_view(entry) for entry in session.events]
+        journal = store.journal.location(sid)
+    else:
+        if snapshots.legacy_import_pending(home):
+            open_store()
+        # The replayed timeline, from its snapshot when the journal has not changed since.
+        found = snapshots.timeline(home, sid)
+        if found is None:
+            raise UnknownSession(f"Unknown session {sid}: no journal for it in {home}")
+        view, events = found
+        journal = str((home / snapshots.JOURNAL_DIR / f"{sid}.jsonl").resolve())
     if args.json:
         doc: Dict[str, Any] = {"session_id": sid, "state": view["state"], "journal": journal}
         doc.update(view)

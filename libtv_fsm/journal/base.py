@@ -8,16 +8,41 @@ process got there first, the thing that makes "two waiters never both deliver" t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 import attr
 
 from libtv_fsm.events import Event, UnknownEvent
 
-if TYPE_CHECKING:
-    from filelock import FileLock
+class Releasable(Protocol):
+    """What a claim holds: a file lock, a database session lock."""
 
-    from libtv_fsm.intents import IntentStore
+    def release(self) -> None: ...
+
+
+class SubmitIntent(Protocol):
+    """A submit written down before it is sent (intents.py), held by the process that has it."""
+
+    record: Dict[str, Any]
+
+    @property
+    def id(self) -> str: ...
+
+    def update(self, **fields: Any) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def close(self, outcome: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class SubmitIntents(Protocol):
+    """Where a store keeps submit intents: the JSONL store's files (intents.IntentStore), a PostgreSQL table."""
+
+    def begin(self, record: Dict[str, Any]) -> SubmitIntent: ...
+
+    def orphans(self) -> Sequence[SubmitIntent]: ...
 
 AnyEvent = Union[Event, UnknownEvent]
 
@@ -35,8 +60,18 @@ class JournalRead:
         return self.entries[-1][0] if self.entries else 0
 
 
+@attr.frozen
+class Appended:
+    """One event as :meth:`Journal.subscribe` yields it: whose, at which seq, and (PostgreSQL) its global position."""
+
+    session_id: str
+    seq: int
+    event: AnyEvent
+    position: Optional[int] = None
+
+
 class Journal(ABC):
-    """Where session events live. Implementations: :class:`JsonlJournal` (one file per session)."""
+    """Where session events live. Implementations: :class:`JsonlJournal` (one file per session), ``PostgresJournal``."""
 
     @abstractmethod
     def append(self, session_id: str, events: Sequence[Event], expected_version: int) -> int:
@@ -65,15 +100,26 @@ class Journal(ABC):
     def claim_waiter(self, session_id: str, wait: float = 0.0) -> "WaiterClaim":
         """Try (for up to ``wait`` seconds) to become the one waiter of the session; check ``claim.held``."""
 
-    def intents(self) -> "Optional[IntentStore]":
+    def intents(self) -> Optional[SubmitIntents]:
         """Where ``create-session`` writes down a submit before sending it (None: not supported here)."""
+        return None
+
+    def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator[Appended]:
+        """Every event appended from now on (``after``: from that position on instead), as it is appended.
+
+        Ends after ``idle_timeout`` seconds without a new event (None: never).
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot be followed")
+
+    def close(self) -> None:
+        """Let go of what the journal holds open (connections); a later call opens them again."""
         return None
 
 
 class WaiterClaim:
     """The run lock of one session's waiter; ``held`` says whether this process got it."""
 
-    def __init__(self, lock: Optional[FileLock]) -> None:
+    def __init__(self, lock: "Optional[Releasable]") -> None:
         self._lock = lock
 
     @property

@@ -12,7 +12,8 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from filelock import FileLock, Timeout
 
@@ -22,10 +23,11 @@ from libtv_fsm.errors import ConcurrencyConflict, JournalError
 from libtv_fsm.events import Event, from_record, to_record
 from libtv_fsm.ids import validate_session_id
 from libtv_fsm.intents import IntentStore
-from libtv_fsm.journal.base import AnyEvent, Journal, JournalRead, WaiterClaim
+from libtv_fsm.journal.base import AnyEvent, Appended, Journal, JournalRead, WaiterClaim
 
 JOURNAL_DIR = "libtv-journal"
 LOCK_TIMEOUT = 30.0
+FOLLOW_POLL_SECONDS = 0.2
 
 
 class JsonlJournal(Journal):
@@ -178,6 +180,57 @@ class JsonlJournal(Journal):
 
     def intents(self) -> IntentStore:
         return IntentStore(self.root)
+
+    # -- following ----------------------------------------------------------------------------
+
+    def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None,
+                  poll_seconds: float = FOLLOW_POLL_SECONDS) -> Iterator[Appended]:
+        """Follow the folder: every ``poll_seconds``, each journal whose size or mtime changed is read again.
+
+        From now on (the journals are read before this returns), or with ``after=0`` from the start;
+        files have no global position, so ``Appended.position`` is None and no other ``after`` is known.
+        """
+        if after not in (None, 0):
+            raise ValueError("the JSONL journal can be followed from now on (after=None) or from the start (after=0)")
+        seen: Dict[str, Tuple[Tuple[int, int], int]] = {}
+        if after is None:
+            for sid, key in self._keys().items():
+                seen[sid] = (key, self.read(sid).version)
+        return self._follow(seen, idle_timeout, poll_seconds)
+
+    def _follow(self, seen: Dict[str, Tuple[Tuple[int, int], int]], idle_timeout: Optional[float],
+                poll_seconds: float) -> Iterator[Appended]:
+        idle_since = time.monotonic()
+        while True:
+            found = False
+            for sid, key in sorted(self._keys().items()):
+                before = seen.get(sid)
+                if before is not None and before[0] == key:
+                    continue
+                last = before[1] if before is not None else 0
+                read = self.read(sid)  # a torn last line is read again once its writer finishes it
+                for seq, event in read.entries:
+                    if seq > last:
+                        found = True
+                        yield Appended(sid, seq, event)
+                seen[sid] = (key, max(last, read.version))
+            now = time.monotonic()
+            if found:
+                idle_since = now
+            elif idle_timeout is not None and now - idle_since >= idle_timeout:
+                return
+            time.sleep(poll_seconds)
+
+    def _keys(self) -> Dict[str, Tuple[int, int]]:
+        """(size, mtime_ns) of every session's journal file, taken before it is read."""
+        keys: Dict[str, Tuple[int, int]] = {}
+        for sid in self.session_ids():
+            try:
+                st = os.stat(self.path(sid))
+            except OSError:
+                continue
+            keys[sid] = (st.st_size, st.st_mtime_ns)
+        return keys
 
     # -- the one waiter -----------------------------------------------------------------------
 

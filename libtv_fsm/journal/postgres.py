@@ -1,0 +1,435 @@
+"""The PostgreSQL journal: one row per event, keyed by (session_id, seq), so runtimes on several hosts share one journal.
+
+The same :class:`Journal` as the JSONL files. A row's ``body`` is the JSON of a JSONL line (``seq``
+and the cattrs record of events.to_record); the primary key (session_id, seq) is the
+expected-version check: of two writers of one seq, the second meets a unique violation, which is
+the ConcurrencyConflict the JSONL store raises. ``position`` (an identity) numbers every event in
+commit order (appends take the table's EXCLUSIVE lock, which leaves plain reads alone), so a
+subscriber that follows positions never skips one committed late.
+
+The waiter claim is a session-level advisory lock held on a connection of its own for the claim's
+life: a process (or host) that dies drops its connection, and the server lets the claim go.
+
+A database restart is survived: the next call reconnects. Reads retry for up to ``retry_seconds``;
+an append whose connection broke mid-transaction may or may not have committed, so it is never
+repeated blindly: the rows at its seqs are read back, and only if they are absent is it tried again.
+
+Imports psycopg (the ``postgres`` extra); nothing else in the package imports this module unless a
+``postgresql://`` journal is asked for.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
+
+from libtv_fsm import failpoints
+from libtv_fsm.errors import ConcurrencyConflict, JournalError
+from libtv_fsm.events import Event, from_record, to_record
+from libtv_fsm.ids import validate_session_id
+from libtv_fsm.journal.base import AnyEvent, Appended, Journal, JournalRead, WaiterClaim
+
+if TYPE_CHECKING:
+    from libtv_fsm.journal.postgres_intents import PostgresIntents
+
+EVENTS = "libtv_events"
+SCHEMA_VERSION = "libtv_schema_version"
+CHANNEL = "libtv_journal"
+
+# Versioned schema: (version, statements). A new version is appended, never edited.
+MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
+    (1, (
+        f"""CREATE TABLE IF NOT EXISTS {EVENTS} (
+            position   bigint GENERATED ALWAYS AS IDENTITY,
+            session_id text NOT NULL,
+            seq        integer NOT NULL CHECK (seq > 0),
+            body       jsonb NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT {EVENTS}_pkey PRIMARY KEY (session_id, seq),
+            CONSTRAINT {EVENTS}_position_key UNIQUE (position)
+        )""",
+    )),
+    (2, (
+        # Submit intents (postgres_intents.py): one row per request written down before it is sent.
+        """CREATE TABLE IF NOT EXISTS libtv_submit_intents (
+            id         text PRIMARY KEY,
+            record     jsonb NOT NULL,
+            outcome    text,
+            created_at timestamptz NOT NULL DEFAULT now()
+        )""",
+    )),
+)
+LATEST = MIGRATIONS[-1][0]
+
+# How long a call keeps reconnecting before it reports the database unreachable.
+RETRY_SECONDS = 30.0
+CONNECT_TIMEOUT = 5
+# A subscriber re-reads this often even without a notification (a lost NOTIFY is only late).
+SUBSCRIBE_POLL_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+class DatabaseUnreachable(JournalError):
+    """The journal database could not be reached (down, restarting, a wrong URL) within ``retry_seconds``."""
+
+
+def where(url: str) -> str:
+    """The database a URL names, for messages: host, port and name, never the user's password."""
+    from libtv_fsm.journal import describe_url
+
+    return describe_url(url)
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+class PostgresJournal(Journal):
+    """Session events as rows of ``libtv_events`` in the database ``url`` names (created on first use)."""
+
+    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.url = url
+        self.retry_seconds = retry_seconds
+        self.poll_seconds = SUBSCRIBE_POLL_SECONDS
+        self._conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]" = None
+        self._ready = False
+        # One connection per journal, used by one thread at a time (a transaction must not interleave).
+        self._mutex = threading.RLock()
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def connect(self) -> "psycopg.Connection[Tuple[Any, ...]]":
+        """A new autocommit connection to the journal's database (JournalError if it cannot be had)."""
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                                   application_name="libtv-fsm")
+        except psycopg.Error as err:
+            raise _Unreachable(err) from None
+
+    def _connection(self) -> "psycopg.Connection[Tuple[Any, ...]]":
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            self._drop()
+            conn = self._conn = self.connect()
+        if not self._ready:
+            _migrate(conn)
+            self._ready = True
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        with self._mutex:
+            self._drop()
+
+    def _lost(self, err: BaseException) -> bool:
+        """Whether ``err`` means the connection is gone (worth a reconnect), not a refusal by the server."""
+        if isinstance(err, _Unreachable):
+            return True
+        conn = self._conn
+        return isinstance(err, psycopg.OperationalError) and (conn is None or conn.closed or conn.broken)
+
+    def _call(self, work: Callable[["psycopg.Connection[Tuple[Any, ...]]"], T], retry: bool = True) -> T:
+        """Run ``work`` on the connection; if the connection is lost, reconnect and (``retry``) run it again."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            with self._mutex:
+                try:
+                    return work(self._connection())
+                except (psycopg.Error, _Unreachable) as err:
+                    if not self._lost(err):
+                        raise JournalError(f"The journal database {where(self.url)} refused a request: {_short(err)}") from None
+                    self._drop()
+                    if not retry or time.monotonic() + delay > deadline:
+                        cause = err.cause if isinstance(err, _Unreachable) else err
+                        raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(cause)}") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def migrate(self) -> Tuple[int, int]:
+        """Create or upgrade the schema; (version before, version now). Re-runnable."""
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> Tuple[int, int]:
+            return _migrate(conn)
+
+        with self._mutex:
+            self._ready = True  # this call is the migration: the connection need not run it first
+            return self._call(work)
+
+    def migrate_once(self) -> None:
+        """Make sure the schema is current (done once per journal object, on its first call)."""
+        if not self._ready:
+            self._call(lambda conn: None)
+
+    def connect_or_fail(self) -> "psycopg.Connection[Tuple[Any, ...]]":
+        """A new connection of its own (for a claim, an intent); DatabaseUnreachable if none can be had."""
+        try:
+            return self.connect()
+        except _Unreachable as err:
+            raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(err.cause)}") from None
+
+    def intents(self) -> "PostgresIntents":
+        """Submit intents as rows of ``libtv_submit_intents``, held by advisory locks (postgres_intents.py)."""
+        from libtv_fsm.journal.postgres_intents import PostgresIntents
+
+        return PostgresIntents(self)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def location(self, session_id: str) -> str:
+        return f"{where(self.url)} {EVENTS} session_id={validate_session_id(session_id)}"
+
+    def read(self, session_id: str) -> JournalRead:
+        validate_session_id(session_id)
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[Tuple[Any, ...]]:
+            return conn.execute(f"SELECT seq, body FROM {EVENTS} WHERE session_id = %s ORDER BY seq", (session_id,)).fetchall()
+
+        return _parse_rows(self._call(work))
+
+    def session_ids(self) -> List[str]:
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[str]:
+            return [str(r[0]) for r in conn.execute(f"SELECT DISTINCT session_id FROM {EVENTS} ORDER BY 1")]
+
+        return self._call(work)
+
+    def exists(self, session_id: str) -> bool:
+        validate_session_id(session_id)
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> bool:
+            row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {EVENTS} WHERE session_id = %s)", (session_id,)).fetchone()
+            return bool(row and row[0])
+
+        return self._call(work)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def append(self, session_id: str, events: Sequence[Event], expected_version: int) -> int:
+        if not events:
+            return expected_version
+        validate_session_id(session_id)
+        bodies = []
+        for offset, event in enumerate(events, start=1):
+            record: Dict[str, Any] = {"seq": expected_version + offset}
+            record.update(to_record(event))
+            bodies.append(record)
+        if failpoints.ARMED:
+            for body in bodies:
+                failpoints.hit("before_append:" + str(body.get("type")))
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                self._call(lambda conn: self._write(conn, session_id, bodies, expected_version), retry=False)
+                break
+            except DatabaseUnreachable:
+                # The connection broke mid-append: it may have committed. Never write it again
+                # blindly; read what the seqs hold (reads retry until the database is back).
+                outcome = self._outcome(session_id, bodies, expected_version)
+                if outcome == "written":
+                    break
+                if outcome == "taken":
+                    raise ConcurrencyConflict(f"Session {session_id} changed meanwhile (its append after "
+                                              f"version {expected_version} did not commit; another one did)") from None
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        if failpoints.ARMED:
+            for body in bodies:
+                failpoints.hit("after_append:" + str(body.get("type")))
+        return expected_version + len(events)
+
+    def _write(self, conn: "psycopg.Connection[Tuple[Any, ...]]", session_id: str, bodies: List[Dict[str, Any]],
+               expected_version: int) -> None:
+        """One transaction: the rows, the seq check, the notification; a unique violation is a conflict."""
+        try:
+            with conn.transaction():
+                # Positions in commit order: a subscriber reading past its position skips nothing.
+                conn.execute(f"LOCK TABLE {EVENTS} IN EXCLUSIVE MODE")
+                if expected_version > 0:
+                    # Only the gap is checked here: a seq already taken is the primary key's to refuse.
+                    row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {EVENTS} WHERE session_id = %s AND seq = %s)",
+                                       (session_id, expected_version)).fetchone()
+                    if not (row and row[0]):
+                        raise ConcurrencyConflict(f"Session {session_id} is not at version {expected_version}")
+                last = 0
+                for body in bodies:
+                    got = conn.execute(f"INSERT INTO {EVENTS} (session_id, seq, body) VALUES (%s, %s, %s) RETURNING position",
+                                       (session_id, body["seq"], Jsonb(body))).fetchone()
+                    last = int(got[0]) if got else last
+                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
+        except pg_errors.UniqueViolation:
+            raise ConcurrencyConflict(f"Session {session_id} changed meanwhile (another process wrote seq "
+                                      f"{expected_version + 1} first)") from None
+
+    def _outcome(self, session_id: str, bodies: List[Dict[str, Any]], expected_version: int) -> str:
+        """After a lost connection: ``written`` (our rows are there), ``taken`` (others are), or ``absent``."""
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[Tuple[Any, ...]]:
+            return conn.execute(f"SELECT seq, body FROM {EVENTS} WHERE session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+                                (session_id, expected_version, len(bodies))).fetchall()
+
+        rows = self._call(work)
+        if not rows:
+            return "absent"
+        ours = [json.loads(json.dumps(b)) for b in bodies]  # as jsonb gives it back
+        return "written" if [r[1] for r in rows] == ours else "taken"
+
+    # -- the one waiter -------------------------------------------------------------------------
+
+    def claim_waiter(self, session_id: str, wait: float = 0.0) -> WaiterClaim:
+        validate_session_id(session_id)
+        conn = self.connect_or_fail()
+        deadline = time.monotonic() + max(0.0, wait)
+        try:
+            while True:
+                row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || %s, 7))",
+                                   (session_id,)).fetchone()
+                if row and row[0]:
+                    return WaiterClaim(_SessionLock(conn))
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        except psycopg.Error as err:
+            conn.close()
+            raise JournalError(f"Cannot claim session {session_id} in {where(self.url)}: {_short(err)}") from None
+        conn.close()
+        return WaiterClaim(None)
+
+    # -- following ------------------------------------------------------------------------------
+
+    def subscribe(self, after: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator[Appended]:
+        """LISTEN for appends and read the rows past the last position seen (a missed NOTIFY loses nothing).
+
+        Listening starts before this returns, so "from now on" means from this call. ``after`` is a
+        position an earlier subscriber yielded (``Appended.position``), to resume after it; 0: from the start.
+        """
+        conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]" = None
+        try:
+            conn = self.connect()
+            _migrate(conn)
+            conn.execute(f"LISTEN {CHANNEL}")
+            if after is None:
+                row = conn.execute(f"SELECT coalesce(max(position), 0) FROM {EVENTS}").fetchone()
+                after = int(row[0]) if row else 0
+        except (psycopg.Error, _Unreachable) as err:
+            if conn is not None:
+                conn.close()
+            cause = err.cause if isinstance(err, _Unreachable) else err
+            raise JournalError(f"Cannot follow {where(self.url)}: {_short(cause)}") from None
+        return self._follow(conn, after, idle_timeout)
+
+    def _follow(self, conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]", position: int,
+                idle_timeout: Optional[float]) -> Iterator[Appended]:
+        idle_since = time.monotonic()
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    if conn is None or conn.closed or conn.broken:
+                        conn = self.connect()
+                        _migrate(conn)
+                        conn.execute(f"LISTEN {CHANNEL}")
+                    rows = conn.execute(f"SELECT position, session_id, seq, body FROM {EVENTS} WHERE position > %s "
+                                        "ORDER BY position LIMIT 500", (position,)).fetchall()
+                    delay = 0.05
+                except (psycopg.Error, _Unreachable) as err:
+                    if conn is not None and not (conn.closed or conn.broken) and not isinstance(err, _Unreachable):
+                        raise JournalError(f"Cannot follow {where(self.url)}: {_short(err)}") from None
+                    conn = None
+                    if idle_timeout is not None and time.monotonic() - idle_since > max(idle_timeout, self.retry_seconds):
+                        raise JournalError(f"The journal database {where(self.url)} is unreachable") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                for pos, sid, seq, body in rows:
+                    position = int(pos)
+                    read = _parse_rows([(seq, body)])
+                    if read.entries:
+                        yield Appended(str(sid), int(seq), read.entries[0][1], position)
+                if rows:
+                    idle_since = time.monotonic()
+                    continue
+                wait = self.poll_seconds
+                if idle_timeout is not None:
+                    left = idle_timeout - (time.monotonic() - idle_since)
+                    if left <= 0:
+                        return
+                    wait = min(wait, left)
+                try:
+                    for _ in conn.notifies(timeout=wait, stop_after=1):
+                        pass
+                except psycopg.Error:
+                    conn = None  # reconnect and re-read from the position: nothing is lost
+        finally:
+            if conn is not None:
+                conn.close()
+
+
+class _Unreachable(Exception):
+    """A connection could not be had (the database is down, restarting, or the URL is wrong)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _SessionLock:
+    """An advisory lock held by its own connection: releasing closes it, and so does dying."""
+
+    def __init__(self, conn: "psycopg.Connection[Tuple[Any, ...]]") -> None:
+        self.conn = conn
+
+    def release(self) -> None:
+        try:
+            self.conn.close()  # the server drops the session's advisory locks with it
+        except psycopg.Error:
+            pass
+
+
+def _migrate(conn: "psycopg.Connection[Tuple[Any, ...]]") -> Tuple[int, int]:
+    """Bring the schema to LATEST under a lock (two first uses at once must not both create it)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':libtv-fsm:migrate', 7))")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_VERSION} (version integer PRIMARY KEY, "
+                     "applied_at timestamptz NOT NULL DEFAULT now())")
+        row = conn.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA_VERSION}").fetchone()
+        before = int(row[0]) if row else 0
+        if before > LATEST:
+            raise JournalError(f"The journal database is at schema version {before}, newer than this libtv-fsm "
+                               f"knows ({LATEST}): upgrade libtv-fsm")
+        for version, statements in MIGRATIONS:
+            if version > before:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"INSERT INTO {SCHEMA_VERSION} (version) VALUES (%s)", (version,))
+    return before, LATEST
+
+
+def _parse_rows(rows: Sequence[Tuple[Any, ...]]) -> JournalRead:
+    """Rows (seq, body) as a JournalRead: a body this version cannot read is skipped and named, as in parse_lines."""
+    entries: List[Tuple[int, AnyEvent]] = []
+    problems: List[str] = []
+    skipped = 0
+    for seq, body in rows:
+        try:
+            if not isinstance(body, dict):
+                raise ValueError("not a JSON object")
+            entries.append((int(seq), from_record({k: v for k, v in body.items() if k != "seq"})))
+        except Exception as err:  # a hand edit, a record this version cannot read
+            skipped += 1
+            problems.append(f"seq {seq}: {_short(err)}")
+    return JournalRead(entries, skipped, tuple(problems))

@@ -1,0 +1,249 @@
+"""The PostgreSQL journal against a real server: racing writers, claims that die with their process, restarts, the schema."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import pg
+from libtv_fsm import events as ev
+from libtv_fsm.errors import ConcurrencyConflict, JournalError
+from libtv_fsm.store import SessionStore
+from eventgen import T0
+
+
+def started(pid=1):
+    return ev.WaiterStarted(at=T0, pid=pid)
+
+
+def journal(url, **kwargs):
+    from libtv_fsm.journal.postgres import PostgresJournal
+
+    return PostgresJournal(url, **kwargs)
+
+
+def rows(url, session_id):
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT seq, body FROM libtv_events WHERE session_id = %s ORDER BY seq", (session_id,)).fetchall()
+
+
+RACER = textwrap.dedent("""
+    import json, sys, time
+    from libtv_fsm import events as ev
+    from libtv_fsm.errors import ConcurrencyConflict
+    from libtv_fsm.journal.postgres import PostgresJournal
+    url, me, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    j = PostgresJournal(url)
+    j.read("race")  # connected and migrated before the start line
+    while time.time() < start:
+        time.sleep(0.001)
+    won = []
+    for version in range(60):
+        try:
+            j.append("race", [ev.WaiterStarted(at=ev.now(), pid=me * 1000 + version)], version)
+            won.append(version + 1)
+        except ConcurrencyConflict:
+            pass
+    print(json.dumps(won))
+""")
+
+
+def test_two_processes_appending_the_same_seqs_each_seq_is_won_once(pg_url):
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, pg_url, str(me), str(start)], stdout=subprocess.PIPE, text=True)
+             for me in (1, 2)]
+    won = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    stored = rows(pg_url, "race")
+    seqs = [seq for seq, _ in stored]
+    assert seqs == list(range(1, len(seqs) + 1)), "a gap or a repeat in the session's seqs"
+    assert not set(won[0]) & set(won[1]), f"two writers were both told they wrote the same seq: {set(won[0]) & set(won[1])}"
+    assert sorted(won[0] + won[1]) == seqs, "a writer's reported wins differ from what is stored"
+    for seq, body in stored:  # each row is the winner's own event
+        assert body["pid"] // 1000 == (1 if seq in won[0] else 2) and body["seq"] == seq
+
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from libtv_fsm.journal.postgres import PostgresJournal
+    claim = PostgresJournal(sys.argv[1]).claim_waiter("s1")
+    print("held" if claim.held else "busy", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_claim_of_a_process_killed_with_sigkill_is_released(pg_url):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert not journal(pg_url).claim_waiter("s1").held, "a second waiter got a session another one holds"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    claim = journal(pg_url).claim_waiter("s1", wait=10)
+    assert claim.held, "the claim of a killed waiter was never released"
+    claim.release()
+
+
+def test_one_journal_shared_by_threads_gives_a_session_to_one_claim_only(pg_url):
+    """A worker's threads share one store: its claims must not be re-entrant the way one connection's locks are."""
+    j = journal(pg_url)
+    j.read("s1")  # the journal's own connection is open
+    first = j.claim_waiter("s1")
+    assert first.held and not j.claim_waiter("s1").held
+    first.release()
+    assert j.claim_waiter("s1").held
+
+
+def test_claims_of_different_sessions_do_not_block_each_other_and_release_frees_one(pg_url):
+    j = journal(pg_url)
+    a, b = j.claim_waiter("a"), j.claim_waiter("b")
+    assert a.held and b.held
+    a.release()
+    again = j.claim_waiter("a")
+    assert again.held and not j.claim_waiter("b").held
+    again.release(), b.release()
+
+
+def test_the_schema_is_versioned_and_migrating_again_changes_nothing(pg_url):
+    import psycopg
+
+    j = journal(pg_url)
+    from libtv_fsm.journal.postgres import LATEST
+
+    assert j.migrate() == (0, LATEST)
+    assert j.migrate() == (LATEST, LATEST)
+    j.append("s1", [started()], 0)
+    assert journal(pg_url).migrate() == (LATEST, LATEST) and journal(pg_url).read("s1").version == 1
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT version FROM libtv_schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
+        conn.execute("INSERT INTO libtv_schema_version (version) VALUES (99)")
+    with pytest.raises(JournalError, match="newer than this libtv-fsm"):
+        journal(pg_url).read("s1")
+
+
+def test_a_row_holds_the_json_of_a_jsonl_line(pg_url, home):
+    from libtv_fsm.journal import JsonlJournal
+
+    event = ev.Submitted(at=T0, project_uuid="p", project_url="u", text="a cat", message="a cat, video ratio 16:9",
+                         auth_mode="nexu_gateway", delivery=ev.Delivery("feishu", "oc_1"))
+    journal(pg_url).append("s1", [event], 0)
+    JsonlJournal(home).append("s1", [event], 0)
+    line = json.loads(JsonlJournal(home).path("s1").read_text().splitlines()[0])
+    assert rows(pg_url, "s1") == [(1, line)]
+
+
+def test_an_append_whose_commit_answer_was_lost_is_not_written_twice(pg_url):
+    """The connection breaks right after the commit: the append is reported done, and written once."""
+    import psycopg
+
+    from libtv_fsm.journal.postgres import PostgresJournal
+
+    class LosesTheAnswer(PostgresJournal):
+        broken = 0
+
+        def _write(self, conn, *args):  # type: ignore[no-untyped-def]
+            super()._write(conn, *args)
+            if not self.broken:
+                self.broken += 1
+                conn.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    j = LosesTheAnswer(pg_url)
+    assert j.append("s1", [started(1), started(2)], 0) == 2
+    assert [body["pid"] for _, body in rows(pg_url, "s1")] == [1, 2]
+    assert j.append("s1", [started(3)], 2) == 3  # and the journal goes on
+
+
+def test_an_append_whose_connection_broke_before_the_commit_is_written_once_after_reconnecting(pg_url):
+    import psycopg
+
+    from libtv_fsm.journal.postgres import PostgresJournal
+
+    class BreaksFirst(PostgresJournal):
+        broken = 0
+
+        def _write(self, conn, *args):  # type: ignore[no-untyped-def]
+            if not self.broken:
+                self.broken += 1
+                conn.close()
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            super()._write(conn, *args)
+
+    j = BreaksFirst(pg_url)
+    assert j.append("s1", [started(1)], 0) == 1
+    assert [body["pid"] for _, body in rows(pg_url, "s1")] == [1]
+
+
+def test_a_database_restart_mid_run_loses_and_repeats_no_event(pg_url):
+    store = SessionStore.from_url(pg_url)
+    written, errors = [], []
+
+    def writer():
+        for i in range(40):
+            try:
+                store.record("s1", started(i))
+                written.append(i)
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(repr(err))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    while len(written) < 10 and t.is_alive():
+        time.sleep(0.01)
+    pg.pg_ctl("restart", "-m", "fast")
+    t.join(timeout=120)
+    assert errors == [], f"appends failed across the restart: {errors}"
+    assert [body["pid"] for _, body in rows(pg_url, "s1")] == list(range(40)) == written
+    assert store.load("s1").version == 40
+
+
+def test_reads_wait_for_the_database_to_come_back_and_give_up_clearly(pg_url):
+    j = journal(pg_url, retry_seconds=30)
+    j.append("s1", [started()], 0)
+    pg.pg_ctl("stop", "-m", "fast")
+    try:
+        with pytest.raises(JournalError, match="unreachable") as caught:
+            journal(pg_url, retry_seconds=0.3).read("s1")
+        assert "@" not in str(caught.value) and "postgresql://127.0.0.1:" in str(caught.value)
+        threading.Timer(1.0, pg.pg_ctl, ("start",)).start()
+        assert j.read("s1").version == 1  # waits, reconnects
+    finally:
+        pg.pg_ctl("start") if not _up() else None
+
+
+def _up():
+    import psycopg
+
+    try:
+        psycopg.connect(pg.DATABASE_URL, connect_timeout=2).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def test_no_message_shows_the_database_password(pg_url):
+    url = pg_url.replace("postgres@", "postgres:hunter2-secret@")
+    j = journal(url)
+    j.append("s1", [started()], 0)  # trust auth: the password is accepted and ignored
+    assert "hunter2" not in j.location("s1")
+    with pytest.raises(JournalError) as caught:
+        journal(url.replace("/postgres?", "/no_such_db?"), retry_seconds=0).read("s1")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_stale_or_a_too_new_expected_version_is_a_conflict(pg_url):
+    j = journal(pg_url)
+    j.append("s1", [started(1), started(2)], 0)
+    for expected in (0, 1, 3, 7):
+        with pytest.raises(ConcurrencyConflict):
+            j.append("s1", [started(9)], expected)
+    assert j.read("s1").version == 2
