@@ -14,7 +14,8 @@ from typing import Any, Callable, List, NoReturn, Optional, Sequence
 PROG = "libtv-video"
 
 # (module, names) of the command groups; each module defines register(subparsers).
-_GROUPS = ("libtv_fsm.cli.config_commands", "libtv_fsm.cli.upstream_commands", "libtv_fsm.cli.session_commands")
+_GROUPS = ("libtv_fsm.cli.config_commands", "libtv_fsm.cli.upstream_commands", "libtv_fsm.cli.session_commands",
+           "libtv_fsm.cli.worker_commands")
 
 
 EXAMPLES = """examples:

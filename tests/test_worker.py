@@ -1,0 +1,144 @@
+"""The home worker (CONTRACT section 8): one process serves every unfinished session of a home, each result once.
+
+Real `libtv-video worker` processes against the loopback simulator. Sessions are submitted with
+LIBTV_SKIP_BACKGROUND_WAITER=1 so that the worker a test starts is the only one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from conftest import ENTRY_POINTS, Cli
+from faultkit import (GROUP, assert_clean_replay, assert_delivered_once, chat, run_waiter, skill,  # noqa: F401
+                      start_waiter, submit)
+from libtv_fsm import SessionStore
+from libtv_fsm.sim import Scenario
+from waiting import wait_for, wait_state
+
+MESSAGES = "/open-apis/im/v1/messages"
+
+
+def start_worker(skill: Cli, *args: str, env: Optional[Dict[str, str]] = None,
+                 idle_exit: str = "1") -> subprocess.Popen:
+    """`libtv-video worker` in the background (its own process group), exiting after ``idle_exit`` idle seconds."""
+    full = dict(skill.env)
+    full.update(env or {})
+    cmd = ENTRY_POINTS["module"] + ["worker", "--idle-exit", idle_exit, *args]
+    return subprocess.Popen(cmd, env=full, cwd=str(skill.home), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: float = 30) -> int:
+    code = proc.wait(timeout=timeout)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in err, err
+    return code
+
+
+def worker_log(home: Path) -> str:
+    path = home / "libtv-worker.log"
+    return path.read_text(encoding="utf-8") if path.exists() else ""
+
+
+def events(home: Path, sid: str, kind: str) -> List[object]:
+    return [e for e in SessionStore(home).load(sid).events if e.type == kind]
+
+
+def test_one_worker_delivers_every_session_and_picks_up_a_new_one_within_a_second(skill, home, sim):
+    first = [submit(skill, "a cat", target="oc_cat"), submit(skill, "a dog [sim:image]", target="oc_dog")]
+    worker = start_worker(skill, idle_exit="30")
+    for sid in first:
+        wait_state(home, sid, "delivered")
+    late = submit(skill, "a fox", target="oc_fox")
+    wait_state(home, late, "delivered")
+    worker.send_signal(signal.SIGINT)
+    assert finished(worker) == 0
+    for sid, target in zip(first + [late], ("oc_cat", "oc_dog", "oc_fox")):
+        assert_delivered_once(home, sim, sid, target)
+        (started,) = events(home, sid, "waiter_started")
+        assert started.event.pid == worker.pid
+        assert f"delivered ({1} result(s))" in (home / f"libtv-waiter-{sid}.log").read_text(encoding="utf-8")
+    submitted = events(home, late, "submitted")[0].event.at
+    picked = events(home, late, "waiter_started")[0].event.at
+    assert (picked - submitted).total_seconds() < 1.0, "a new session was not picked up within a second"
+    log = worker_log(home)
+    assert f"[{late}] session {late} delivered" in log and "exiting (signal" in log
+
+
+def test_two_workers_started_at_once_one_serves_and_the_other_exits_0_at_once(skill, home, sim):
+    sid = submit(skill, "a cat")
+    workers = [start_worker(skill), start_worker(skill)]
+    wait_state(home, sid, "delivered")
+    codes = [finished(w) for w in workers]
+    assert codes == [0, 0]
+    assert worker_log(home).count("another worker serves") == 1
+    assert len(events(home, sid, "waiter_started")) == 1
+    assert_delivered_once(home, sim, sid)
+
+
+def test_a_worker_and_a_wait_and_deliver_never_both_work_one_session(skill, home, sim):
+    held = submit(skill, "an epic [sim:never]", target="oc_held")
+    waiter = start_waiter(skill, held)
+    wait_for(lambda: events(home, held, "waiter_started"), 30, "the waiter to start")
+    mine = submit(skill, "a long one [sim:never]")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: events(home, mine, "waiter_started"), 30, "the worker to take its session")
+    wait_for(lambda: "held by another waiter" in worker_log(home), 10, "the worker to skip the held session")
+    # a wait-and-deliver for the session the worker serves: exit 5, nothing done
+    assert run_waiter(skill, mine).code == 5
+    assert len(events(home, held, "waiter_started")) == 1
+    # the waiter goes away: the worker takes its session over and delivers both
+    os.killpg(waiter.pid, signal.SIGKILL)
+    waiter.wait(timeout=10)
+    wait_for(lambda: len(events(home, held, "waiter_started")) == 2, 10, "the worker to take the freed session")
+    sim.complete_now(held)
+    sim.complete_now(mine)
+    for sid in (held, mine):
+        wait_state(home, sid, "delivered")
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+    for sid, target in ((held, "oc_held"), (mine, GROUP)):
+        assert_delivered_once(home, sim, sid, target)
+        assert_clean_replay(home, sid)
+
+
+def test_a_timed_out_session_is_left_to_recover_and_an_idle_worker_exits_0(skill, home, sim):
+    sid = submit(skill, "an epic [sim:never]")
+    assert run_waiter(skill, sid, env={"LIBTV_MAX_POLLS": "1"}).code == 4
+    version = SessionStore(home).load(sid).version
+    worker = start_worker(skill, idle_exit="0.5")
+    assert finished(worker, timeout=10) == 0
+    assert "exiting (idle)" in worker_log(home)
+    assert SessionStore(home).load(sid).version == version, "the worker resumed a timed-out session by itself"
+
+
+def test_a_hanging_poll_does_not_delay_another_sessions_delivery(skill, home, sim):
+    sim.scenarios["slow"] = Scenario(poll_faults=("hang",), hang_seconds=20.0)
+    stuck = submit(skill, "a slow one [sim:slow]", target="oc_stuck")
+    quick = submit(skill, "a cat")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: sim.requests_to(f"/libtv/v1/session/{stuck}"), 10, "the stuck session's poll")
+    began = time.monotonic()
+    wait_state(home, quick, "delivered", timeout=10)
+    assert time.monotonic() - began < 5
+    assert SessionStore(home).load(stuck).state == "submitted", "the hanging poll answered early"
+    assert_delivered_once(home, sim, quick)
+    worker.kill()
+    worker.wait(timeout=10)
+
+
+def test_sigterm_while_a_send_is_in_flight_finishes_the_send_and_exits_0(skill, home, sim):
+    sim.hang_seconds = 2.0
+    sim.inject(MESSAGES, "hang")
+    sid = submit(skill, "a cat")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: sim.requests_to(MESSAGES), 30, "the send to reach the chat")
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+    assert events(home, sid, "delivery_succeeded"), "the send in flight was abandoned"
+    assert_delivered_once(home, sim, sid)
+    assert len(chat(sim)) == 1
