@@ -69,6 +69,8 @@ class Cli:
         self.env["NEXU_HOME"] = str(home)
         self.env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
         self.env["PYTHONUNBUFFERED"] = "1"
+        # A home worker that create-session or recover starts leaves soon after its last session.
+        self.env["LIBTV_WORKER_IDLE_EXIT"] = "2"
 
     def __call__(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,
                  cwd: Optional[Path] = None, input: Optional[str] = None) -> Ran:

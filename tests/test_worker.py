@@ -142,3 +142,61 @@ def test_sigterm_while_a_send_is_in_flight_finishes_the_send_and_exits_0(skill, 
     assert events(home, sid, "delivery_succeeded"), "the send in flight was abandoned"
     assert_delivered_once(home, sim, sid)
     assert len(chat(sim)) == 1
+
+
+# -- started by create-session and recover ------------------------------------------------------------
+
+
+def worker_pid(home: Path) -> int:
+    return int((home / "libtv-worker.pid").read_text().strip())
+
+
+def test_create_session_starts_one_worker_for_every_session_instead_of_a_waiter_each(skill, home, sim):
+    sids = [skill("create-session", text, "--channel", "feishu", "--chat-id", chat_id).json()["sessionId"]
+            for text, chat_id in (("a cat", "oc_cat"), ("a dog", "oc_dog"))]
+    pid = wait_for(lambda: (home / "libtv-worker.pid").exists() and worker_pid(home), 10, "the worker to start")
+    for sid, chat_id in zip(sids, ("oc_cat", "oc_dog")):
+        wait_state(home, sid, "delivered")
+        assert_delivered_once(home, sim, sid, chat_id)
+        assert [e.event.pid for e in events(home, sid, "waiter_started")] == [pid]
+    wait_for(lambda: not (home / "libtv-worker.pid").exists(), 10, "the worker to leave once idle")
+    # LIBTV_WAITER=process keeps one wait-and-deliver per session
+    own = skill("create-session", "a fox", "--channel", "feishu", "--chat-id", "oc_fox",
+                env={"LIBTV_WAITER": "process"}).json()["sessionId"]
+    wait_state(home, own, "delivered")
+    assert [e.event.pid for e in events(home, own, "waiter_started")] != [pid]
+    assert f"[{own}]" not in worker_log(home) and not (home / "libtv-worker.pid").exists()
+
+
+def test_a_worker_killed_mid_send_is_brought_back_by_recover_and_each_result_reaches_the_chat_once(skill, home, sim):
+    sid = submit(skill, "a poster and a trailer [sim:image+video]")
+    killed = start_worker(skill, env={"LIBTV_FAILPOINTS": f"after_http:POST:{MESSAGES}:1"})
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    assert SessionStore(home).load(sid).state == "completed" and len(chat(sim)) == 1
+    ran = skill("recover", "--json")
+    assert ran.code == 0, ran
+    (entry,) = ran.json()["sessions"]
+    assert entry["waiter"] == "started"
+    wait_state(home, sid, "delivered")
+    assert skill("recover", "--json").json()["sessions"][0]["waiter"] in ("running", "none")
+    assert_delivered_once(home, sim, sid)
+    assert_clean_replay(home, sid)
+
+
+def test_recover_shows_a_session_the_worker_holds_as_running_and_resumes_a_timed_out_one(skill, home, sim):
+    timed_out = submit(skill, "an epic [sim:never]")
+    assert run_waiter(skill, timed_out, env={"LIBTV_MAX_POLLS": "1"}).code == 4
+    held = submit(skill, "another epic [sim:never]", target="oc_held")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: events(home, held, "waiter_started"), 10, "the worker to take the session")
+    sim.complete_now(timed_out)
+    doc = skill("recover", "--json").json()
+    waiters = {s["session_id"]: s["waiter"] for s in doc["sessions"]}
+    assert waiters == {held: "running", timed_out: "started"}, doc
+    wait_state(home, timed_out, "delivered")
+    assert [e.event.pid for e in events(home, timed_out, "waiter_started")][-1] == worker.pid
+    sim.complete_now(held)
+    wait_state(home, held, "delivered")
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+    assert_delivered_once(home, sim, timed_out, notices=1)  # the "still generating" notice, then the result

@@ -55,8 +55,9 @@ def create_session(args: argparse.Namespace) -> int:
     from libtv_fsm import readmodel
     from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
-    from libtv_fsm.spawn import spawn_waiter
+    from libtv_fsm.spawn import spawn_waiter, start_background
     from libtv_fsm.submit import note_for, resolve_target, submit, summary
+    from libtv_fsm.waiting.homefiles import worker_mode
 
     text = (args.message or "").strip()
     if not text:
@@ -70,9 +71,12 @@ def create_session(args: argparse.Namespace) -> int:
     target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     readmodel.refresh(store)
-    waiter = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() not in ("1", "true", "yes")
-    if waiter:
+    mode = worker_mode(os.environ)
+    if mode == "process":
         spawn_waiter(store.home, session.session_id)
+    elif mode == "worker":
+        start_background(store.home)
+    waiter = mode != "skip"
     emit_json(summary(session, target, note_for(session.session_id, target, waiter)))
     return 0
 
@@ -163,21 +167,33 @@ def recover(args: argparse.Namespace) -> int:
     from libtv_fsm.recovery import recover as run_recover
     from libtv_fsm.recovery import resolve_submits
     from libtv_fsm.spawn import spawn_waiter
+    from libtv_fsm.waiting.homefiles import worker_mode
 
     store = open_store()
     api_key = load_config(store.home).api_key
     backend = _backend(store) if api_key else None
+    mode = worker_mode(os.environ)
+    resumed = []
 
     def spawn(sid: str) -> int:
-        return spawn_waiter(store.home, sid)
+        if mode == "process":
+            return spawn_waiter(store.home, sid)
+        # The home worker does not resume a timed-out session by itself: recover does, here.
+        resume_timed_out(store, sid)
+        resumed.append(sid)
+        return 0
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
-    skip = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() in ("1", "true", "yes")
+    skip = mode == "skip"
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
     report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
+    if resumed:
+        from libtv_fsm.spawn import start_background
+
+        start_background(store.home)
     readmodel.refresh(store)
     if args.json:
         doc: Dict[str, Any] = {"sessions": report}
@@ -195,6 +211,14 @@ def recover(args: argparse.Namespace) -> int:
     for s in report:
         _say_session(s)
     return 0
+
+
+def resume_timed_out(store: Any, sid: str) -> None:
+    """Record that a timed-out session is waited on again, so the home worker takes it (idempotent)."""
+    from libtv_fsm import events as ev
+    from libtv_fsm.machine import TIMEOUT
+
+    store.record_with(sid, lambda s: [ev.Resumed(at=ev.now(), reason="recover")] if s.state == TIMEOUT else [])
 
 
 def history(args: argparse.Namespace) -> int:
