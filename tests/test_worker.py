@@ -200,3 +200,86 @@ def test_recover_shows_a_session_the_worker_holds_as_running_and_resumes_a_timed
     worker.send_signal(signal.SIGTERM)
     assert finished(worker) == 0
     assert_delivered_once(home, sim, timed_out, notices=1)  # the "still generating" notice, then the result
+
+
+# -- create-session through the running worker -----------------------------------------------------
+
+
+def through_worker(home: Path) -> List[str]:
+    return [line for line in worker_log(home).splitlines() if "[worker] create-session" in line and ": exit " in line]
+
+
+def without_ids(doc: dict) -> dict:
+    sid = doc["sessionId"]
+    return {k: (v.replace(sid, "SID") if k == "note" else v) for k, v in doc.items()
+            if k not in ("sessionId", "projectUuid", "projectUrl")}
+
+
+def test_create_session_through_the_running_worker_prints_the_same_line_and_keeps_secrets_out_of_logs(skill, home, sim):
+    secret = "client-only-bot-token-7f3a"
+    direct = skill("create-session", "a cat", "--channel", "feishu", "--chat-id", "oc_cat",
+                   env={"LIBTV_WAITER": "process"})
+    refused_here = skill("create-session", "a cat", "--channel", "nope", "--chat-id", "oc_cat")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: (home / "libtv-worker.sock").exists(), 10, "the worker's socket")
+    assert os.stat(home / "libtv-worker.sock").st_mode & 0o777 == 0o600
+    ran = skill("create-session", "a dog", "--channel", "feishu", "--chat-id", "oc_dog",
+                env={"TELEGRAM_BOT_TOKEN": secret})
+    refused = skill("create-session", "a cat", "--channel", "nope", "--chat-id", "oc_cat")
+    assert ran.code == 0 and len(ran.lines) == 1 and ran.err == "", ran
+    assert (refused.code, refused.out) == (refused_here.code, refused_here.out), refused
+    assert len(through_worker(home)) == 2, worker_log(home)
+    assert without_ids(ran.json()) == without_ids(direct.json())
+    sid = ran.json()["sessionId"]
+    assert SessionStore(home).load(sid).submitted_text == "a dog"
+    wait_state(home, sid, "delivered")
+    assert_delivered_once(home, sim, sid, "oc_dog")
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+    assert not (home / "libtv-worker.sock").exists()
+    for path in home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert secret.encode() not in data and sim.FEISHU_APP_SECRET.encode() not in data, path
+
+
+def test_a_lost_answer_after_the_worker_went_ahead_never_submits_the_request_twice(skill, home, sim):
+    sim.hang_seconds = 3.0
+    sim.inject("/libtv/v1/session", "hang")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: (home / "libtv-worker.sock").exists(), 10, "the worker's socket")
+    ran = skill("create-session", "a cat", "--channel", "feishu", "--chat-id", GROUP,
+                env={"LIBTV_WORKER_ANSWER_TIMEOUT": "0.5"})
+    sid = wait_for(lambda: next(iter(SessionStore(home).journal.session_ids()), None), 10, "the worker to journal it")
+    wait_state(home, sid, "delivered")
+    assert len(sim.sessions) == 1, "the request reached LibTV twice"
+    assert ran.code == 1 and ran.last.startswith("❌ ") and "Do not send it again" in ran.last, ran
+    assert_delivered_once(home, sim, sid)
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+
+
+def test_a_worker_of_another_version_is_not_used_and_the_next_one_takes_over_once_it_let_go(skill, home, sim, tmp_path):
+    import shutil
+
+    import libtv_fsm
+
+    old = tmp_path / "old-skill"
+    shutil.copytree(Path(libtv_fsm.__file__).parent, old / "libtv_fsm", ignore=shutil.ignore_patterns("__pycache__"))
+    with open(old / "libtv_fsm" / "__init__.py", "a", encoding="utf-8") as fh:
+        fh.write("# the skill folder before it was replaced\n")
+    busy = submit(skill, "an epic [sim:never]", target="oc_epic")
+    former = start_worker(skill, idle_exit="30", env={"PYTHONPATH": str(old)})
+    wait_for(lambda: events(home, busy, "waiter_started"), 10, "the old worker to take its session")
+    ran = skill("create-session", "a cat", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0 and len(ran.lines) == 1, ran
+    sid = ran.json()["sessionId"]
+    assert finished(former) == 0  # told to leave: it finished its step and let go
+    assert through_worker(home) == [], "the old worker was used for a submission"
+    assert "another version of the code asked" in worker_log(home)
+    wait_state(home, sid, "delivered")
+    newer = worker_pid(home)
+    assert newer != former.pid and [e.event.pid for e in events(home, sid, "waiter_started")] == [newer]
+    assert events(home, busy, "waiter_started")[-1].event.pid == newer  # the old one's session moved over
+    assert len(sim.sessions) == 2
+    assert_delivered_once(home, sim, sid)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Mapping
 
 from libtv_fsm.cli import emit_json, say
+
+# A worker started while an older one is leaving waits this long for it to let go (its steps in
+# progress end within their HTTP deadlines).
+SUCCESSOR_WAIT_SECONDS = 600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,53 +36,81 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=history)
 
 
-def open_store() -> Any:
+def open_store(env: Mapping[str, str] = os.environ) -> Any:
     """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use."""
     from libtv_fsm import events as ev
     from libtv_fsm.config import nexu_home
     from libtv_fsm.readmodel import import_legacy
     from libtv_fsm.store import SessionStore
 
-    store = SessionStore(nexu_home())
+    store = SessionStore(nexu_home(env))
     import_legacy(store, ev.now())
     return store
 
 
-def _backend(store: Any) -> Any:
+def _backend(store: Any, env: Mapping[str, str] = os.environ, http: Any = None) -> Any:
     from libtv_fsm.backends import open_backend
     from libtv_fsm.config import require_api_key
 
-    return open_backend(require_api_key(store.home), os.environ)
+    return open_backend(require_api_key(store.home), env, session=http)
 
 
 def create_session(args: argparse.Namespace) -> int:
+    import sys
+
+    from libtv_fsm.waiting.homefiles import worker_mode
+
+    successor = False
+    if (args.message or "").strip() and worker_mode(os.environ) == "worker":
+        # The home's worker, when up, does the submission: this process then imports nothing heavy.
+        from libtv_fsm.waiting.handoff import create_through_worker
+
+        outcome = create_through_worker({"message": args.message, "session_id": args.session_id,
+                                         "channel": args.channel, "chat_id": args.chat_id}, os.environ)
+        if outcome.answer is not None:
+            code, out = outcome.answer
+            sys.stdout.write(out)
+            sys.stdout.flush()
+            return code
+        successor = outcome.successor
+    emit_json(submit_request(args, os.environ, successor=successor))
+    return 0
+
+
+def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any = None,
+                   successor: bool = False) -> Dict[str, Any]:
+    """create-session's work with ``env`` for the environment (the command's own, or one the worker was handed).
+
+    ``successor``: the home's worker is leaving (another version), so the one started here waits for it.
+    """
     from libtv_fsm import readmodel
     from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
-    from libtv_fsm.spawn import spawn_waiter, start_background
+    from libtv_fsm.spawn import spawn_waiter, spawn_worker, start_background
     from libtv_fsm.submit import note_for, resolve_target, submit, summary
     from libtv_fsm.waiting.homefiles import worker_mode
 
     text = (args.message or "").strip()
     if not text:
         raise InputError("Nothing to generate: pass the user's request as MESSAGE")
-    store = open_store()
+    store = open_store(env)
     config = load_config(store.home)
-    ratio, model_hint = effective_ratio(config, os.environ), model_hint_enabled(os.environ)
-    backend = _backend(store)
+    ratio, model_hint = effective_ratio(config, env), model_hint_enabled(env)
+    backend = _backend(store, env, http)
     # The user's words go to the journal as they are; upstream gets them with the hints.
     relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
-    target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
+    target = resolve_target(args.channel, args.chat_id, env, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     readmodel.refresh(store)
-    mode = worker_mode(os.environ)
+    mode = worker_mode(env)
     if mode == "process":
-        spawn_waiter(store.home, session.session_id)
+        spawn_waiter(store.home, session.session_id, env)
+    elif successor:
+        spawn_worker(store.home, env, await_lock=SUCCESSOR_WAIT_SECONDS)
     elif mode == "worker":
-        start_background(store.home)
+        start_background(store.home, env)
     waiter = mode != "skip"
-    emit_json(summary(session, target, note_for(session.session_id, target, waiter)))
-    return 0
+    return summary(session, target, note_for(session.session_id, target, waiter))
 
 
 def wait_and_deliver(args: argparse.Namespace) -> int:

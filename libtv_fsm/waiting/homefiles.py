@@ -10,6 +10,7 @@ from typing import Mapping, Optional
 LOCK_NAME = "libtv-worker.lock"      # held by the one worker serving the home (CONTRACT section 8)
 SUCCESSOR_LOCK_NAME = "libtv-worker.next.lock"  # held by a worker waiting for an older one to let go
 PID_NAME = "libtv-worker.pid"        # the serving worker's pid (for tests and humans; the lock is the truth)
+SUCCESSOR_PID_NAME = "libtv-worker.next.pid"
 WAKE_NAME = "libtv-worker.wake"      # touched after a submit or a resume: "look at the journals now"
 SOCKET_NAME = "libtv-worker.sock"    # create-session through the running worker (AF_UNIX, 0600)
 LOG_NAME = "libtv-worker.log"

@@ -118,19 +118,22 @@ class HomeWorker:
         self.hooks: List[Callable[[], None]] = []  # called every tick on the main thread (the socket server)
         self._counter = 0
         self._http: Any = None
+        self._http_lock = threading.Lock()
         self._lock: Any = None
         self._last_busy = time.monotonic()
+        self.listener: Any = None  # the create-session socket, open while the home lock is held
 
     # -- the shared HTTP session -----------------------------------------------------------------
 
     @property
     def http(self) -> Any:
-        if self._http is None:
-            from libtv_fsm.transport import new_session
+        with self._http_lock:  # the pool threads and the socket's threads ask for it first
+            if self._http is None:
+                from libtv_fsm.transport import new_session
 
-            # One pool of warm connections for every session; a connection per pool thread and some spare.
-            self._http = new_session(pool_size=self.concurrency + 4)
-        return self._http
+                # One pool of warm connections for every session; a connection per pool thread and some spare.
+                self._http = new_session(pool_size=self.concurrency + 4)
+            return self._http
 
     # -- the whole run ---------------------------------------------------------------------------
 
@@ -170,7 +173,7 @@ class HomeWorker:
                 hook()
             now = time.monotonic()
             if self.stopping:
-                if not self.running:
+                if not self.running and not self._submitting():
                     return
             else:
                 current = (homefiles.stamp(root), homefiles.stamp(wake))
@@ -181,12 +184,15 @@ class HomeWorker:
                 elif self.busy and min(self.busy.values()) <= now:
                     self._scan(only=[sid for sid, at in self.busy.items() if at <= now])
                 self._dispatch(now)
-                if self.served or self.running:
+                if self.served or self.running or self._submitting():
                     self._last_busy = now
                 elif now - self._last_busy >= self.idle_exit and self._leave_if_idle():
                     self._why = "idle"
                     return
             self._wait(now)
+
+    def _submitting(self) -> bool:
+        return self.listener is not None and self.listener.active > 0
 
     def _wait(self, now: float) -> None:
         timeout = TICK
@@ -228,6 +234,7 @@ class HomeWorker:
                 successor.acquire()
             except Timeout:
                 return False
+            _write_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
         lock = FileLock(homefiles.path(self.home, homefiles.LOCK_NAME),
                         timeout=HOME_LOCK_WAIT if wait is None else wait)
         deadline = time.monotonic() + (self.await_lock if wait is None else 0.0)
@@ -241,26 +248,23 @@ class HomeWorker:
                         return False
         finally:
             if successor is not None:
+                _remove_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
                 successor.release()
         self._lock = lock
-        try:
-            from libtv_fsm.atomicfile import write_atomic
+        _write_pid(homefiles.path(self.home, homefiles.PID_NAME))
+        if self.listener is None:
+            from libtv_fsm.waiting.listener import Listener
 
-            write_atomic(homefiles.path(self.home, homefiles.PID_NAME), f"{os.getpid()}\n".encode(), durable=False)
-        except OSError:
-            pass
+            self.listener = Listener(self, self.log)
+        self.listener.open()
         return True
 
     def _release_home_lock(self) -> None:
         if self._lock is not None:
             lock, self._lock = self._lock, None
-            try:
-                pid_file = homefiles.path(self.home, homefiles.PID_NAME)
-                with open(pid_file, encoding="ascii") as fh:
-                    if fh.read().strip() == str(os.getpid()):
-                        os.unlink(pid_file)
-            except (OSError, ValueError):
-                pass
+            if self.listener is not None:
+                self.listener.close()
+            _remove_pid(homefiles.path(self.home, homefiles.PID_NAME))
             lock.release()
 
     def _install_signals(self) -> Dict[int, Any]:
@@ -421,6 +425,24 @@ class HomeWorker:
         if code not in (None, 0):
             self.done[served.sid] = self._key(served.sid)
         self.log(f"session {served.sid}: {why}", served.sid)
+
+
+def _write_pid(where: str) -> None:
+    try:
+        from libtv_fsm.atomicfile import write_atomic
+
+        write_atomic(where, f"{os.getpid()}\n".encode(), durable=False)
+    except OSError:
+        pass
+
+
+def _remove_pid(where: str) -> None:
+    try:
+        with open(where, encoding="ascii") as fh:
+            if fh.read().strip() == str(os.getpid()):
+                os.unlink(where)
+    except (OSError, ValueError):
+        pass
 
 
 def serve(store: Any, env: Mapping[str, str], *, concurrency: int, idle_exit: float, await_lock: float = 0.0,
