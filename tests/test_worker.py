@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import pytest
+
 from conftest import ENTRY_POINTS, Cli
 from faultkit import (GROUP, assert_clean_replay, assert_delivered_once, chat, run_waiter, skill,  # noqa: F401
                       start_waiter, submit)
@@ -116,17 +118,25 @@ def test_a_timed_out_session_is_left_to_recover_and_an_idle_worker_exits_0(skill
     assert SessionStore(home).load(sid).version == version, "the worker resumed a timed-out session by itself"
 
 
-def test_a_hanging_poll_does_not_delay_another_sessions_delivery(skill, home, sim):
-    sim.scenarios["slow"] = Scenario(poll_faults=("hang",), hang_seconds=20.0)
-    stuck = submit(skill, "a slow one [sim:slow]", target="oc_stuck")
-    quick = submit(skill, "a cat")
+@pytest.mark.parametrize("hangs", ["poll", "send"])
+def test_a_hanging_call_of_one_session_does_not_delay_another_sessions_delivery(skill, home, sim, hangs):
+    if hangs == "poll":
+        sim.scenarios["slow"] = Scenario(poll_faults=("hang",), hang_seconds=20.0)
+        sids = [submit(skill, "a slow one [sim:slow]", target="oc_a"), submit(skill, "a cat", target="oc_b")]
+        hanging = f"/libtv/v1/session/{sids[0]}"
+    else:
+        sim.hang_seconds = 20.0
+        sim.inject(MESSAGES, "hang")  # whichever session sends first hangs there
+        sids = [submit(skill, "a dog", target="oc_a"), submit(skill, "a cat", target="oc_b")]
+        hanging = MESSAGES
     worker = start_worker(skill, idle_exit="30")
-    wait_for(lambda: sim.requests_to(f"/libtv/v1/session/{stuck}"), 10, "the stuck session's poll")
+    first = wait_for(lambda: sim.requests_to(hanging), 10, f"a {hangs} to hang")[0]
     began = time.monotonic()
+    stuck = sids[0] if hangs == "poll" or first.json["receive_id"] == "oc_a" else sids[1]
+    quick = sids[1] if stuck == sids[0] else sids[0]
     wait_state(home, quick, "delivered", timeout=10)
     assert time.monotonic() - began < 5
-    assert SessionStore(home).load(stuck).state == "submitted", "the hanging poll answered early"
-    assert_delivered_once(home, sim, quick)
+    assert SessionStore(home).load(stuck).state in ("submitted", "completed"), "the hanging call answered early"
     worker.kill()
     worker.wait(timeout=10)
 
@@ -168,17 +178,21 @@ def test_create_session_starts_one_worker_for_every_session_instead_of_a_waiter_
     assert f"[{own}]" not in worker_log(home) and not (home / "libtv-worker.pid").exists()
 
 
-def test_a_worker_killed_mid_send_is_brought_back_by_recover_and_each_result_reaches_the_chat_once(skill, home, sim):
+@pytest.mark.parametrize("then", ["recover", "create-session"])
+def test_a_worker_killed_mid_send_is_brought_back_and_each_result_reaches_the_chat_once(skill, home, sim, then):
     sid = submit(skill, "a poster and a trailer [sim:image+video]")
     killed = start_worker(skill, env={"LIBTV_FAILPOINTS": f"after_http:POST:{MESSAGES}:1"})
     assert killed.wait(timeout=30) == -signal.SIGKILL
     assert SessionStore(home).load(sid).state == "completed" and len(chat(sim)) == 1
-    ran = skill("recover", "--json")
-    assert ran.code == 0, ran
-    (entry,) = ran.json()["sessions"]
-    assert entry["waiter"] == "started"
+    if then == "recover":
+        ran = skill("recover", "--json")
+        assert ran.code == 0, ran
+        assert [s["waiter"] for s in ran.json()["sessions"]] == ["started"]
+    else:
+        other = skill("create-session", "a cat", "--channel", "feishu", "--chat-id", "oc_cat").json()["sessionId"]
+        wait_state(home, other, "delivered")
+        assert_delivered_once(home, sim, other, "oc_cat")
     wait_state(home, sid, "delivered")
-    assert skill("recover", "--json").json()["sessions"][0]["waiter"] in ("running", "none")
     assert_delivered_once(home, sim, sid)
     assert_clean_replay(home, sid)
 
