@@ -37,10 +37,15 @@ def spawn_worker(home: Path, env: Optional[Mapping[str, str]] = None, await_lock
     return _detached(home, args, Path(home) / LOG_NAME, env)
 
 
-def start_background(home: Path, env: Optional[Mapping[str, str]] = None) -> None:
-    """After a submit or a resume: wake the running home worker, or start one when none is alive."""
+def start_background(home: Path, env: Optional[Mapping[str, str]] = None, retry: bool = False) -> None:
+    """After a submit or a resume: wake the running home worker, or start one when none is alive.
+
+    ``retry`` (recover): the running worker also tries again the sessions it gave up on.
+    """
     from libtv_fsm.waiting import homefiles
 
+    if retry:
+        homefiles.wake(str(home), homefiles.RETRY_NAME)
     homefiles.wake(str(home))  # first: a worker that is leaving rescans after letting go of its lock
     if homefiles.worker_alive(str(home)) is not True:
         spawn_worker(home, env)  # where the lock cannot be probed, a second worker exits 0 at once

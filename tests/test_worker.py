@@ -216,6 +216,24 @@ def test_recover_shows_a_session_the_worker_holds_as_running_and_resumes_a_timed
     assert_delivered_once(home, sim, timed_out, notices=1)  # the "still generating" notice, then the result
 
 
+def test_recover_makes_the_running_worker_try_again_a_delivery_it_gave_up_on(skill, home, sim):
+    sim.inject(MESSAGES, "forbidden")  # refused for good, once
+    sid = submit(skill, "a cat")
+    worker = start_worker(skill, idle_exit="30")
+    wait_for(lambda: "recover` will try again" in worker_log(home), 10, "the worker to give up on the send")
+    from libtv_fsm.waiting.homefiles import wake
+
+    wake(str(home))  # a rescan (another submit) leaves it alone: no retry loop
+    time.sleep(0.5)
+    assert SessionStore(home).load(sid).state == "completed" and len(sim.requests_to(MESSAGES)) == 1
+    ran = skill("recover", "--json")
+    assert [s["waiter"] for s in ran.json()["sessions"]] == ["started"], ran
+    wait_state(home, sid, "delivered", timeout=10)
+    assert_delivered_once(home, sim, sid)
+    worker.send_signal(signal.SIGTERM)
+    assert finished(worker) == 0
+
+
 # -- create-session through the running worker -----------------------------------------------------
 
 

@@ -205,14 +205,14 @@ def recover(args: argparse.Namespace) -> int:
     api_key = load_config(store.home).api_key
     backend = _backend(store) if api_key else None
     mode = worker_mode(os.environ)
-    resumed = []
+    wanted = []
 
     def spawn(sid: str) -> int:
         if mode == "process":
             return spawn_waiter(store.home, sid)
         # The home worker does not resume a timed-out session by itself: recover does, here.
         resume_timed_out(store, sid)
-        resumed.append(sid)
+        wanted.append(sid)
         return 0
 
     def log(line: str) -> None:
@@ -222,10 +222,10 @@ def recover(args: argparse.Namespace) -> int:
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
     report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
-    if resumed:
+    if wanted:
         from libtv_fsm.spawn import start_background
 
-        start_background(store.home)
+        start_background(store.home, retry=True)
     readmodel.refresh(store)
     if args.json:
         doc: Dict[str, Any] = {"sessions": report}

@@ -89,7 +89,7 @@ class Outcome:
         self.why = why
 
 
-def _line(sock: Any, buffer: bytearray, limit: int = 16 << 20) -> Optional[Dict[str, Any]]:
+def read_line(sock: Any, buffer: bytearray, limit: int = 16 << 20) -> Optional[Dict[str, Any]]:
     """The next JSON line from the socket (None at EOF); socket.timeout / OSError pass through."""
     while b"\n" not in buffer:
         chunk = sock.recv(65536)
@@ -106,10 +106,6 @@ def _line(sock: Any, buffer: bytearray, limit: int = 16 << 20) -> Optional[Dict[
 
 def send_line(sock: Any, value: Dict[str, Any]) -> None:
     sock.sendall(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
-
-
-def read_line(sock: Any, buffer: bytearray) -> Optional[Dict[str, Any]]:
-    return _line(sock, buffer)
 
 
 def create_through_worker(fields: Mapping[str, Any], env: Mapping[str, str], cwd: Optional[str] = None) -> Outcome:

@@ -12,6 +12,7 @@ SUCCESSOR_LOCK_NAME = "libtv-worker.next.lock"  # held by a worker waiting for a
 PID_NAME = "libtv-worker.pid"        # the serving worker's pid (for tests and humans; the lock is the truth)
 SUCCESSOR_PID_NAME = "libtv-worker.next.pid"
 WAKE_NAME = "libtv-worker.wake"      # touched after a submit or a resume: "look at the journals now"
+RETRY_NAME = "libtv-worker.retry"    # touched by recover: "try again what you gave up on"
 SOCKET_NAME = "libtv-worker.sock"    # create-session through the running worker (AF_UNIX, 0600)
 LOG_NAME = "libtv-worker.log"
 # sockaddr_un holds about 108 bytes; a longer path cannot be bound, so that home has no socket.
@@ -64,9 +65,9 @@ def worker_alive(home: str) -> Optional[bool]:
         os.close(fd)
 
 
-def wake(home: str) -> None:
+def wake(home: str, name: str = WAKE_NAME) -> None:
     """Tell a running worker to look at the journals now (it watches this file's mtime); best effort."""
-    where = path(home, WAKE_NAME)
+    where = path(home, name)
     try:
         fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -34,10 +34,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from libtv_fsm import events as ev
-from libtv_fsm.machine import CREATED, DELIVERED, TIMEOUT
+from libtv_fsm.machine import TIMEOUT
 from libtv_fsm.waiting import homefiles
 from libtv_fsm.waiting.context import Due, Finished, RunContext
-from libtv_fsm.waiting.settings import EXIT_ERROR, WaitSettings
+from libtv_fsm.waiting.settings import EXIT_ERROR, EXIT_OK, WaitSettings
 
 TICK = 0.1                 # the scheduler's longest sleep: pickup and stop latency
 FULL_SCAN_SECONDS = 10.0   # a full look at the listing even when nothing seemed to change
@@ -115,7 +115,6 @@ class HomeWorker:
         self.busy: Dict[str, float] = {}          # held by another waiter: sid -> when to try again
         self.done: Dict[str, Optional[str]] = {}  # finished here without success: sid -> its journal's key then
         self.stopping = False
-        self.hooks: List[Callable[[], None]] = []  # called every tick on the main thread (the socket server)
         self._counter = 0
         self._http: Any = None
         self._http_lock = threading.Lock()
@@ -165,29 +164,32 @@ class HomeWorker:
     def _serve(self) -> None:
         root = os.path.join(self.home, "libtv-journal")
         wake = homefiles.path(self.home, homefiles.WAKE_NAME)
+        retry = homefiles.path(self.home, homefiles.RETRY_NAME)
         seen = (homefiles.stamp(root), homefiles.stamp(wake))
+        asked = homefiles.stamp(retry)
         next_full = 0.0
         while True:
             self._drain()
-            for hook in self.hooks:
-                hook()
             now = time.monotonic()
             if self.stopping:
                 if not self.running and not self._submitting():
                     return
             else:
                 current = (homefiles.stamp(root), homefiles.stamp(wake))
+                if homefiles.stamp(retry) != asked:
+                    asked = homefiles.stamp(retry)
+                    self.done.clear()  # `recover` asks for another try at what this run gave up on
+                    next_full = now
                 if current != seen or now >= next_full:
                     seen = current
                     next_full = now + FULL_SCAN_SECONDS
                     self._scan()
                 elif self.busy and min(self.busy.values()) <= now:
-                    self._scan(only=[sid for sid, at in self.busy.items() if at <= now])
+                    self._retry_busy([sid for sid, at in self.busy.items() if at <= now])
                 self._dispatch(now)
                 if self.served or self.running or self._submitting():
                     self._last_busy = now
                 elif now - self._last_busy >= self.idle_exit and self._leave_if_idle():
-                    self._why = "idle"
                     return
             self._wait(now)
 
@@ -209,6 +211,7 @@ class HomeWorker:
         self._release_home_lock()
         self._scan()
         if not self.served:
+            self._why = "idle"
             return True
         # A session arrived while leaving: serve it if the home is still ours, else the newer worker will.
         if self._take_home_lock(wait=0.0):
@@ -290,21 +293,20 @@ class HomeWorker:
 
     # -- pickup ----------------------------------------------------------------------------------
 
-    def _scan(self, only: Optional[List[str]] = None) -> None:
+    def _scan(self) -> None:
+        """Take every session of the listing that needs a waiter (from the snapshot index: cheap)."""
         from libtv_fsm.errors import LibtvError
-        from libtv_fsm.recovery import needs_waiter
 
         try:
             rows = self.store.summaries()
         except LibtvError as err:
             self.log(f"cannot list the sessions: {err}")
             return
-        wanted = set(only) if only is not None else None
         for row in rows:
             sid = row.session_id
-            if sid in self.served or (wanted is not None and sid not in wanted):
+            if sid in self.served:
                 continue
-            if not needs_waiter(row) or row.state == TIMEOUT:
+            if not workable(row):
                 self.busy.pop(sid, None)
                 self.done.pop(sid, None)
                 continue
@@ -313,6 +315,21 @@ class HomeWorker:
                     continue
                 del self.done[sid]
             self._take(sid)
+
+    def _retry_busy(self, sids: List[str]) -> None:
+        """Try again the sessions another waiter held; only their own journals are read."""
+        from libtv_fsm.errors import LibtvError
+
+        for sid in sids:
+            try:
+                still = workable(self.store.replay(sid))
+            except LibtvError as err:
+                self.log(f"cannot read session {sid}: {err}", sid)
+                still = False
+            if still:
+                self._take(sid)
+            else:
+                self.busy.pop(sid, None)
 
     def _key(self, sid: str) -> Optional[str]:
         st = homefiles.stamp(os.path.join(self.home, "libtv-journal", f"{sid}.jsonl"))
@@ -379,10 +396,10 @@ class HomeWorker:
         session = self.store.load(served.sid)
         if not served.started:
             served.started = True
-            if session.state not in (DELIVERED, CREATED):
-                session = edges.record(ev.WaiterStarted(at=ev.now(), pid=os.getpid()))
-                if session.state == TIMEOUT:
-                    session = edges.record(ev.Resumed(at=ev.now(), reason="worker started"))
+            if not workable(session):
+                return Finished(EXIT_OK)  # another waiter ended or timed it out since the listing: nothing to do
+            # Never a timed-out session here (recover records its Resumed), so WaiterStarted alone.
+            session = edges.record(ev.WaiterStarted(at=ev.now(), pid=os.getpid()))
         return step(edges, session, served.context, self.clock)
 
     def _drain(self) -> None:
@@ -425,6 +442,13 @@ class HomeWorker:
         if code not in (None, 0):
             self.done[served.sid] = self._key(served.sid)
         self.log(f"session {served.sid}: {why}", served.sid)
+
+
+def workable(session: Any) -> bool:
+    """Whether the worker takes a session (a Session or a listing Summary): it needs a waiter and is not timed out."""
+    from libtv_fsm.recovery import needs_waiter
+
+    return session.state != TIMEOUT and needs_waiter(session)
 
 
 def _write_pid(where: str) -> None:
