@@ -37,6 +37,7 @@ from libtv_fsm import events as ev
 from libtv_fsm.machine import TIMEOUT
 from libtv_fsm.waiting import homefiles
 from libtv_fsm.waiting.context import Due, Finished, RunContext
+from libtv_fsm.waiting.homelock import HomeLock, WorkerLog
 from libtv_fsm.waiting.settings import EXIT_ERROR, EXIT_OK, WaitSettings
 
 TICK = 0.1                 # the scheduler's longest sleep: pickup and stop latency
@@ -44,38 +45,6 @@ FULL_SCAN_SECONDS = 10.0   # a full look at the listing even when nothing seemed
 BUSY_RETRY_SECONDS = 1.0   # a session another waiter holds is tried again this often
 ERROR_RETRY_SECONDS = 5.0  # an unexpected error in a step: try again after this (times the count)
 MAX_STEP_ERRORS = 3        # ... at most this many times in a row, then leave it to `recover`
-HOME_LOCK_WAIT = 0.5       # a momentary probe of the lock must not make a starting worker give up
-
-
-class WorkerLog:
-    """Timestamped lines in libtv-worker.log; a line about a session also in that session's waiter log."""
-
-    def __init__(self, home: str, echo: Optional[Callable[[str], None]] = None) -> None:
-        self.home = str(home)
-        self.echo = echo
-
-    def __call__(self, line: str, sid: Optional[str] = None) -> None:
-        text = f"{ev.format_time(ev.now())} [{sid or 'worker'}] {line}\n".encode("utf-8", "replace")
-        targets = [homefiles.path(self.home, homefiles.LOG_NAME)]
-        if sid:
-            targets.append(homefiles.path(self.home, f"libtv-waiter-{sid}.log"))
-        for target in targets:
-            try:
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                try:
-                    os.write(fd, text)
-                finally:
-                    os.close(fd)
-            except OSError:
-                pass
-        if self.echo is not None:
-            self.echo(text.decode("utf-8").rstrip("\n"))
-
-    def of(self, sid: str) -> Callable[[str], None]:
-        def log(line: str) -> None:
-            self(line, sid)
-
-        return log
 
 
 class _Served:
@@ -118,7 +87,7 @@ class HomeWorker:
         self._counter = 0
         self._http: Any = None
         self._http_lock = threading.Lock()
-        self._lock: Any = None
+        self.home_lock = HomeLock(self.home)
         self._last_busy = time.monotonic()
         self.listener: Any = None  # the create-session socket, open while the home lock is held
 
@@ -226,49 +195,24 @@ class HomeWorker:
     # -- the home lock -----------------------------------------------------------------------------
 
     def _take_home_lock(self, wait: Optional[float] = None) -> bool:
-        from filelock import FileLock, Timeout
+        """The home lock (``wait``: for that long; default: the start, awaiting an older worker if asked), then the socket."""
+        if wait is not None:
+            taken = self.home_lock.take(wait)
+        else:
+            taken = self.home_lock.take(await_older=self.await_lock) if self.await_lock > 0 else self.home_lock.take()
+        if taken:
+            if self.listener is None:
+                from libtv_fsm.waiting.listener import Listener
 
-        os.makedirs(self.home, exist_ok=True)
-        successor = None
-        if self.await_lock > 0 and wait is None:
-            # Waiting for an older worker to let go: one waiter is enough.
-            successor = FileLock(homefiles.path(self.home, homefiles.SUCCESSOR_LOCK_NAME), timeout=0)
-            try:
-                successor.acquire()
-            except Timeout:
-                return False
-            _write_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
-        lock = FileLock(homefiles.path(self.home, homefiles.LOCK_NAME),
-                        timeout=HOME_LOCK_WAIT if wait is None else wait)
-        deadline = time.monotonic() + (self.await_lock if wait is None else 0.0)
-        try:
-            while True:
-                try:
-                    lock.acquire()
-                    break
-                except Timeout:
-                    if time.monotonic() >= deadline:
-                        return False
-        finally:
-            if successor is not None:
-                _remove_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
-                successor.release()
-        self._lock = lock
-        _write_pid(homefiles.path(self.home, homefiles.PID_NAME))
-        if self.listener is None:
-            from libtv_fsm.waiting.listener import Listener
-
-            self.listener = Listener(self, self.log)
-        self.listener.open()
-        return True
+                self.listener = Listener(self, self.log)
+            self.listener.open()
+        return taken
 
     def _release_home_lock(self) -> None:
-        if self._lock is not None:
-            lock, self._lock = self._lock, None
+        if self.home_lock.held:
             if self.listener is not None:
-                self.listener.close()
-            _remove_pid(homefiles.path(self.home, homefiles.PID_NAME))
-            lock.release()
+                self.listener.close()  # before the lock: the next worker binds the same path
+            self.home_lock.release()
 
     def _install_signals(self) -> Dict[int, Any]:
         previous: Dict[int, Any] = {}
@@ -449,24 +393,6 @@ def workable(session: Any) -> bool:
     from libtv_fsm.recovery import needs_waiter
 
     return session.state != TIMEOUT and needs_waiter(session)
-
-
-def _write_pid(where: str) -> None:
-    try:
-        from libtv_fsm.atomicfile import write_atomic
-
-        write_atomic(where, f"{os.getpid()}\n".encode(), durable=False)
-    except OSError:
-        pass
-
-
-def _remove_pid(where: str) -> None:
-    try:
-        with open(where, encoding="ascii") as fh:
-            if fh.read().strip() == str(os.getpid()):
-                os.unlink(where)
-    except (OSError, ValueError):
-        pass
 
 
 def serve(store: Any, env: Mapping[str, str], *, concurrency: int, idle_exit: float, await_lock: float = 0.0,
