@@ -28,6 +28,7 @@ class Listener:
         self.identity = handoff.code_identity()
         self._sock: Optional[socket.socket] = None
         self._active = 0
+        self._closed = False  # quiesced: every new request is told "stopping"
         self._count = threading.Lock()
 
     @property
@@ -35,8 +36,16 @@ class Listener:
         """Submissions between "ready" and their answer: the worker does not leave while there are any."""
         return self._active
 
+    def quiesce(self) -> bool:
+        """Take no new submission; True once none is in progress (the worker may leave), else False."""
+        with self._count:
+            self._closed = self._active == 0
+            return self._closed
+
     def open(self) -> None:
         """Listen (the caller holds the home lock, so a socket file left there is stale)."""
+        with self._count:
+            self._closed = False
         if self.path is None or self._sock is not None:
             return
         try:
@@ -104,13 +113,13 @@ class Listener:
             self.log(f"create-session {rid} came from another version of the code; leaving once idle")
             self.worker.retire("another version of the code asked")
             return
-        if self.worker.stopping:
-            handoff.send_line(conn, {"status": "stopping"})
-            return
         if not _same_home(str(request.get("home") or ""), self.worker.home):
             handoff.send_line(conn, {"status": "refused", "reason": "another home"})
             return
-        with self._count:
+        with self._count:  # checked and counted at once: the worker leaves only when quiesce() says none runs
+            if self._closed or self.worker.stopping:
+                handoff.send_line(conn, {"status": "stopping"})
+                return
             if self._active >= MAX_SUBMISSIONS:
                 handoff.send_line(conn, {"status": "refused", "reason": "busy"})
                 return

@@ -141,7 +141,7 @@ class HomeWorker:
             self._drain()
             now = time.monotonic()
             if self.stopping:
-                if not self.running and not self._submitting():
+                if not self.running and self._quiesced():
                     return
             else:
                 current = (homefiles.stamp(root), homefiles.stamp(wake))
@@ -165,6 +165,10 @@ class HomeWorker:
     def _submitting(self) -> bool:
         return self.listener is not None and self.listener.active > 0
 
+    def _quiesced(self) -> bool:
+        """No submission over the socket in progress, and none can start any more."""
+        return self.listener is None or self.listener.quiesce()
+
     def _wait(self, now: float) -> None:
         timeout = TICK
         if self.heap and not self.stopping:
@@ -177,6 +181,8 @@ class HomeWorker:
 
     def _leave_if_idle(self) -> bool:
         """Let go of the home lock, then look once more; True: nothing came in, exit."""
+        if not self._quiesced():
+            return False  # a create-session came in just now
         self._release_home_lock()
         self._scan()
         if not self.served:
