@@ -21,8 +21,15 @@ def sections(quick: bool) -> List[Callable[[], List[Row]]]:
     import cli_latency
     import history_scale
     import journal_rate
+    import peer_compare
     import upload_rss
     import waiters
+
+    def against_peer() -> List[Row]:
+        peer = peer_compare.peer_script(None)
+        if peer is None:
+            return [Row("against the peer (Nexu's own skill): not measured", "", note=peer_compare.HOW_TO_GET_PEER)]
+        return peer_compare.measure(peer, runs=7 if quick else 15)
 
     return [
         lambda: cli_latency.measure(runs=7 if quick else 15),
@@ -31,6 +38,7 @@ def sections(quick: bool) -> List[Callable[[], List[Row]]]:
         lambda: waiters.measure(sessions=50, ready=20.0, spread=10.0, first=1.0, cap=4.0, label="50 waiters"),
         lambda: waiters.measure(sessions=20, ready=6.0, spread=6.0, first=0.5, cap=2.0, label="detection, 20 sessions"),
         lambda: journal_rate.measure(appends=100 if quick else 200),
+        against_peer,
     ]
 
 

@@ -1,9 +1,9 @@
 """One result URL to one chat: download within the channel's limit, send it as a video or image, else send the URL."""
 from __future__ import annotations
 
-import os
 import posixpath
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -14,7 +14,7 @@ import attrs
 import requests
 
 from libtv_fsm import errors
-from libtv_fsm.channels.base import MB, Channel, PermissionDenied, TooLarge
+from libtv_fsm.channels.base import MB, Channel, FileRefused, PermissionDenied
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".webm"})
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif"})
@@ -72,13 +72,14 @@ def deliver_result(channel: Channel, target: str, session_id: str, url: str, *,
     if kind == "other":
         return _send_link(channel, target, url, key, f"Your result is ready: {url}", "not a video or image")
     limit = channel.max_video_bytes if kind == "video" else channel.max_image_bytes
-    ext = posixpath.splitext(urlsplit(url).path.lower())[1]
     workdir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".libtv-delivery-", suffix=ext, dir=str(workdir))
-    path = Path(name)
+    # The file keeps the result's own name (a channel that passes the path on shows that name in the
+    # chat); a private folder per delivery keeps two deliveries of the same name apart.
+    folder = Path(tempfile.mkdtemp(prefix=".libtv-delivery-", dir=str(workdir)))
+    path = folder / file_name_for(url)
     try:
         try:
-            with os.fdopen(fd, "wb") as out:
+            with path.open("xb") as out:
                 download(http, url, out, limit)
         except _NotFetched as why:
             return _send_link(channel, target, url, key, _ready_text(kind, url, str(why)), str(why))
@@ -88,8 +89,8 @@ def deliver_result(channel: Channel, target: str, session_id: str, url: str, *,
             else:
                 message_id = channel.send_image(target, path, dedupe_key=key)
             return Outcome(url, kind, message_id)
-        except TooLarge:
-            reason = f"over the {channel.name} size limit"
+        except FileRefused as err:
+            reason = err.reason or f"over the {channel.name} size limit"
             return _send_link(channel, target, url, key, _ready_text(kind, url, reason), reason)
         except PermissionDenied as err:
             text = f"Your {kind} is ready: {url}"
@@ -98,10 +99,7 @@ def deliver_result(channel: Channel, target: str, session_id: str, url: str, *,
             note = "permission denied" + (f"; grant at {err.grant_link}" if err.grant_link else "")
             return _send_link(channel, target, url, key, text, note)
     finally:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def download(http: requests.Session, url: str, out: BinaryIO, limit: int) -> int:

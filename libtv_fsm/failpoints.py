@@ -6,7 +6,7 @@ in ``*`` matches every point that starts with it (``after_http:GET:/cdn/*``). Th
 once at import; when it is unset ``ARMED`` is empty and callers skip even building the name, so
 production pays one falsy check per journal append and per HTTP call.
 
-Points in the code: ``before_append:<event type>`` / ``after_append:<event type>`` (journal.py,
+Points in the code: ``before_append:<event type>`` / ``after_append:<event type>`` (journal/jsonl.py,
 around the write and its fsync), ``before_http:<METHOD>:<path>`` / ``after_http:<METHOD>:<path>``
 (transport.py, around every request: before it is sent, after its headers came back).
 """

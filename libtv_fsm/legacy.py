@@ -1,94 +1,106 @@
-"""The legacy read model (`libtv-sessions.json`, CONTRACT section 3) built from session views; standard library only.
+"""The one-time import of a `libtv-sessions.json` an older tool wrote: each record becomes a session's events.
 
-readmodel.py owns the file (its lock, the legacy import); this is the shape, so that a
-`recover` answered from the snapshot index can keep the file current without importing
-the machine.
+An existing legacy file found before any journal exists is imported into journals (CONTRACT
+section 3), and kept beside as a backup, so nothing in it is lost. From then on the file is
+the read model (readmodel.py), rebuilt from the journals.
 """
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any, Dict, List
 
-from libtv_fsm.snapshots import JOURNAL_DIR, Summary
+from libtv_fsm.readmodel import IMPORT_MARKER, MAX_SESSIONS, READ_MODEL, rebuild
+from libtv_fsm.snapshots import JOURNAL_DIR
 
-READ_MODEL = "libtv-sessions.json"     # readmodel.READ_MODEL
-IMPORT_MARKER = ".legacy-imported"     # readmodel.IMPORT_MARKER
-MAX_LEGACY = 50                        # readmodel.MAX_SESSIONS
+MAX_LEGACY = MAX_SESSIONS
+CANVAS = "https://www.liblib.tv/canvas?projectId="
 
-
-def legacy_status(state: str) -> str:
-    if state in ("completed", "delivered"):
-        return "completed"
-    return state if state in ("failed", "timeout") else "submitted"
+__all__ = ["READ_MODEL", "IMPORT_MARKER", "MAX_LEGACY", "legacy_events", "import_legacy"]
 
 
-def legacy_from_view(view: Mapping[str, Any]) -> Dict[str, Any]:
-    """One session in the legacy shape (CONTRACT section 3), from its `recover` view."""
-    record: Dict[str, Any] = {
-        "session_id": view["session_id"],
-        "project_uuid": view["project_uuid"],
-        "status": legacy_status(view["state"]),
-        "submitted_text": view["submitted_text"][:80],
-        "auth_mode": view["auth_mode"],
-        "delivery": view["delivery"],
-        "created_at": view["created_at"],
-        "updated_at": view["updated_at"],
-    }
-    if view["result_urls"]:
-        record["result_urls"] = list(view["result_urls"])
-    for name in ("completed_at", "failure_message", "delivered_at"):
-        if view.get(name) is not None:
-            record[name] = view[name]
-    return record
-
-
-def read_model_text(rows: List[Summary]) -> str:
-    """The read model's text: the most recent sessions by ``created_at``, newest first.
-
-    ``rows`` come newest first (list_sessions' order), so the candidates are a short prefix: the
-    first MAX_LEGACY, plus any that tie with the last of them on ``created_at``.
-    """
-    dated: List[Summary] = []
-    for row in rows:
-        created = row.created
-        if not created:
-            continue  # never submitted: not in the read model
-        if len(dated) >= MAX_LEGACY and created < dated[MAX_LEGACY - 1].created:
-            break
-        dated.append(row)
-    dated.sort(key=lambda r: (r.created, r.session_id), reverse=True)
-    return json.dumps([legacy_from_view(r.view()) for r in dated[:MAX_LEGACY]], ensure_ascii=False, indent=1)
-
-
-def sync_read_model(home: Path, rows: List[Summary], fresh: Callable[[], List[Summary]]) -> None:
-    """Rewrite libtv-sessions.json if it says something else than ``rows`` (best effort).
-
-    Before writing, the list is taken again with ``fresh()`` under the read model's lock, so a
-    slower process can never replace a newer read model with the older list it computed.
-    """
-    path = Path(home) / READ_MODEL
-    text = read_model_text(rows)
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return  # nothing changed: no lock, no write, no filelock import
-        ours = False
-    except FileNotFoundError:
-        ours = True
-    except (OSError, UnicodeDecodeError):
-        ours = False
-    from libtv_fsm.readmodel import write_text
+def _time(value: Any, fallback: datetime) -> datetime:
+    from libtv_fsm import events as ev
 
     try:
-        write_text(Path(home), lambda: read_model_text(fresh()))
-        if ours:
-            # The file is ours, made from the journals: mark it so that no later run takes it for
-            # a legacy file to import (which would send `recover` down the slow path once more).
-            marker = Path(home) / JOURNAL_DIR / IMPORT_MARKER
-            if not marker.exists() and (Path(home) / JOURNAL_DIR).is_dir():
-                from datetime import datetime, timezone
+        return ev.parse_time(value)
+    except (TypeError, ValueError):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, timezone.utc)
+        return fallback
 
-                stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-                marker.write_text(stamp + "\n")
+
+def legacy_events(record: Dict[str, Any], fallback: datetime) -> List[Any]:
+    """The events that tell a legacy record's story: submitted, then as far as its status went."""
+    from libtv_fsm import events as ev
+
+    created = _time(record.get("created_at"), fallback)
+    updated = _time(record.get("updated_at"), created)
+    project = str(record.get("project_uuid") or "")
+    delivery = record.get("delivery") or {}
+    target = None
+    if isinstance(delivery, dict) and delivery.get("channel") and delivery.get("chat_id"):
+        target = ev.Delivery(str(delivery["channel"]), str(delivery["chat_id"]))
+    text = str(record.get("submitted_text") or "")
+    events: List[ev.Event] = [ev.Submitted(
+        at=created, project_uuid=project, project_url=CANVAS + project if project else "", text=text, message=text,
+        auth_mode=str(record.get("auth_mode") or "nexu_gateway"), delivery=target,
+    )]
+    status = record.get("status")
+    urls = tuple(u for u in (record.get("result_urls") or []) if isinstance(u, str))
+    if status == "completed" and urls:
+        done = _time(record.get("completed_at"), updated)
+        events.append(ev.Completed(at=done, urls=urls))
+        if record.get("delivered_at"):
+            at = _time(record.get("delivered_at"), done)
+            events += [ev.DeliverySucceeded(at=at, url=u, sent_as="legacy") for u in urls]
+            events.append(ev.Delivered(at=at, note="imported from libtv-sessions.json"))
+    elif status == "failed":
+        events.append(ev.Failed(at=updated, reason=str(record.get("failure_message") or "failed")))
+    elif status == "timeout":
+        events.append(ev.TimedOut(at=updated))
+    # A "completed" record without URLs stays submitted: recover asks upstream for its results.
+    return events
+
+
+def import_legacy(store: Any, now: datetime) -> int:
+    """Import a legacy ``libtv-sessions.json`` into journals once; returns how many sessions were imported."""
+    from libtv_fsm import events as ev
+    from libtv_fsm.ids import validate_session_id
+
+    home = Path(store.home)
+    path = home / READ_MODEL
+    marker = home / JOURNAL_DIR / IMPORT_MARKER
+    if marker.exists() or not path.is_file():
+        return 0
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        records = None
+    imported = 0
+    if isinstance(records, list):
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            try:
+                sid = validate_session_id(record.get("session_id"))
+            except Exception:
+                continue
+            if store.exists(sid):
+                continue  # already a journal: the read model was ours, or imported before
+            store.journal.append(sid, legacy_events(record, now), 0)
+            imported += 1
+        if imported:
+            backup = home / f"{READ_MODEL}.legacy-{now.strftime('%Y%m%dT%H%M%SZ')}.bak"
+            try:
+                backup.write_bytes(path.read_bytes())
+            except OSError:
+                pass
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(ev.format_time(now) + "\n")
+    try:
+        rebuild(home)  # from now on the file is the read model of the journals
     except OSError:
-        pass
+        pass  # a cache: the next append or listing tries again
+    return imported

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -24,8 +25,10 @@ JOURNAL_DIR = "libtv-journal"          # journal.JOURNAL_DIR (a test keeps them 
 SNAPSHOT_DIR = "snapshots"             # inside the journal folder
 INDEX_NAME = "index.tsv"
 INTENT_DIR = ".submits"                # intents.INTENT_DIR
+READ_MODEL = "libtv-sessions.json"     # the legacy read model (readmodel.py)
+IMPORT_MARKER = ".legacy-imported"     # in the journal folder: the legacy file was imported (legacy.py)
 # The modules whose code decides what a replay gives: change one and every snapshot is stale.
-_STAMPED = ("events", "machine", "replay", "timeline", "journal", "snapshots")
+_STAMPED = ("events", "machine", "replay", "timeline", "journal/jsonl", "snapshots")
 
 Key = str                              # "size.mtime_ns.inode" of one journal file
 _NOTICE_KINDS = ("failed", "timeout")
@@ -50,7 +53,7 @@ def code_stamp() -> str:
         parts = [str(FORMAT), __version__]
         for name in _STAMPED:
             try:
-                st = os.stat(os.path.join(here, name + ".py"))
+                st = os.stat(os.path.join(here, *name.split("/")) + ".py")
                 parts.append(f"{st.st_size}.{st.st_mtime_ns}")
             except OSError:
                 parts.append("-")
@@ -136,6 +139,17 @@ class Summary:
         return cls(session.session_id, key, session.state, repr(created), repr(updated),
                    "1" if session.delivery is not None else "0", notices, _dump(session_view(session)))
 
+    @classmethod
+    def of_timeline(cls, session_id: str, key: Key, snap: Mapping[str, Any]) -> "Summary":
+        """The same Summary :meth:`of` gives, from the session's timeline snapshot (no replay, no machine)."""
+        view = snap["view"]
+        notices = snap["notices"]
+        if not isinstance(view, dict) or not isinstance(notices, list) or view.get("session_id") != session_id:
+            raise ValueError("not a timeline snapshot of this session")
+        return cls(session_id, key, str(view["state"]), repr(_timestamp(view["created_at"])),
+                   repr(_timestamp(view["updated_at"])), "1" if view["delivery"] else "0",
+                   ",".join(n for n in notices if n in _NOTICE_KINDS), _dump(view))
+
     @property
     def created(self) -> float:
         return float(self._created)
@@ -163,6 +177,13 @@ class Summary:
             raise ValueError("torn entry")
         float(created), float(updated)  # a damaged number must fail here, not in a sort later
         return cls(sid, key, state, created, updated, delivery, notices, view)
+
+
+def _timestamp(text: Optional[str]) -> float:
+    """A view's time (events.format_time's spelling) as Summary.of computes it from the replayed datetime."""
+    if text is None:
+        return 0.0
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text).timestamp()
 
 
 def _newest_first(s: Summary) -> Tuple[float, float, str]:
@@ -231,7 +252,7 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
     index, whole = _load_index(root)
     current = _scan(root, index, run_locks)
     rows: List[Summary] = []
-    stale: List[str] = []
+    stale: List[Tuple[str, Key]] = []
     dropped = False
     for sid, row in index.items():  # the index's order is already newest first
         key = current.pop(sid, None)
@@ -240,14 +261,19 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
         elif key == row.key:
             rows.append(row)
         else:
-            stale.append(sid)
-    stale.extend(current)  # journals the index has not seen
-    for sid in stale:
-        try:
-            data, key = read_keyed(root / f"{sid}.jsonl")
-        except FileNotFoundError:
-            continue
-        rows.append(Summary.of(_replay_bytes(sid, data), key))
+            stale.append((sid, key))
+    stale.extend(current.items())  # journals the index has not seen
+    for sid, key in stale:
+        # A session the store appended to since has a current timeline snapshot (the store's
+        # projection wrote it): its summary comes from there, without replaying.
+        summary = _summary_from_timeline(root, sid, key)
+        if summary is None:
+            try:
+                data, steady_key = read_keyed(root / f"{sid}.jsonl")
+            except FileNotFoundError:
+                continue
+            summary = Summary.of(_replay_bytes(sid, data), steady_key)
+        rows.append(summary)
     if stale or dropped or not whole:
         rows.sort(key=_newest_first, reverse=True)
         body = "".join(row.line() + "\n" for row in rows if row.key is not None)
@@ -260,6 +286,17 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
 
 def _timeline_path(root: Path, session_id: str) -> Path:
     return root / SNAPSHOT_DIR / f"{session_id}.json"
+
+
+def _summary_from_timeline(root: Path, session_id: str, key: Key) -> Optional[Summary]:
+    """The session's Summary from its timeline snapshot if that was built from the journal as it is (``key``)."""
+    try:
+        snap = json.loads(_timeline_path(root, session_id).read_bytes())
+        if snap["stamp"] == code_stamp() and snap["key"] == key:
+            return Summary.of_timeline(session_id, key, snap)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent, torn, foreign or older: replay instead
+    return None
 
 
 def cached_timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
@@ -285,6 +322,11 @@ def timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List
     cached = cached_timeline(home, session_id)
     if cached is not None:
         return cached
+    return rebuild_timeline(home, session_id)
+
+
+def rebuild_timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """Replay the session's journal and rewrite its timeline snapshot (if the read was steady); as :func:`timeline`."""
     from libtv_fsm.timeline import event_view, session_view
 
     root = Path(home) / JOURNAL_DIR
@@ -295,7 +337,9 @@ def timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List
     session = _replay_bytes(session_id, data)
     view, events = session_view(session), [event_view(entry) for entry in session.events]
     if key is not None:
-        snap = {"stamp": code_stamp(), "key": key, "view": view, "events": events}
+        # The notice kinds a listing needs (recovery.needs_waiter), so a listing can use it too.
+        notices = [n for n in session.notices if n in _NOTICE_KINDS]
+        snap = {"stamp": code_stamp(), "key": key, "view": view, "events": events, "notices": notices}
         _atomic_write(_timeline_path(root, session_id), _dump(snap))
     return view, events
 
@@ -304,9 +348,7 @@ def timeline(home: Path, session_id: str) -> Optional[Tuple[Dict[str, Any], List
 
 
 def legacy_import_pending(home: Path) -> bool:
-    """Whether readmodel.import_legacy would import something (its own first test, without its imports)."""
-    from libtv_fsm.legacy import IMPORT_MARKER, READ_MODEL
-
+    """Whether legacy.import_legacy would import something (its own first test, without its imports)."""
     marker = Path(home) / JOURNAL_DIR / IMPORT_MARKER
     return not marker.exists() and (Path(home) / READ_MODEL).is_file()
 

@@ -3,13 +3,15 @@
 The embedding API of CONTRACT section 6. Writes go through :meth:`SessionStore.record`:
 replay, check every new event against the machine, append with the version replay saw;
 if another process appended first, reload and decide again. So two processes can never
-both make the same transition (say, two waiters both delivering).
+both make the same transition (say, two waiters both delivering). After each append the
+store's projections (journal/projections.py: the read model, the snapshots) are brought up to date,
+so whoever records an event, a command, a waiter or an embedding runtime, keeps them current.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Iterable, List, Optional, Tuple, Union
 
 from libtv_fsm import events as ev
 from libtv_fsm.errors import ConcurrencyConflict, TransitionRefused, UnknownSession
@@ -19,6 +21,7 @@ from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
 
 if TYPE_CHECKING:
+    from libtv_fsm.journal.projections import Projection
     from libtv_fsm.snapshots import Summary
 
 MAX_CONFLICT_RETRIES = 60
@@ -28,13 +31,23 @@ CONFLICT_BACKOFF_CAP = 0.05
 
 
 class SessionStore:
-    """Sessions of one ``NEXU_HOME`` (or any :class:`Journal`)."""
+    """Sessions of one ``NEXU_HOME`` (or any :class:`Journal`).
 
-    def __init__(self, home: Union[str, Path, None] = None, journal: Optional[Journal] = None) -> None:
+    ``projections`` are told about every append and listing (journal/projections.py); by default a JSONL
+    store of a NEXU_HOME keeps the legacy read model and the snapshots, any other store nothing.
+    """
+
+    def __init__(self, home: Union[str, Path, None] = None, journal: Optional[Journal] = None,
+                 projections: Optional[Iterable["Projection"]] = None) -> None:
         if home is None:
             home = os.environ.get("NEXU_HOME") or os.path.expanduser("~/.nexu")
         self.home = Path(home)
         self.journal: Journal = journal if journal is not None else JsonlJournal(self.home)
+        if projections is None:
+            from libtv_fsm.journal.projections import default_projections
+
+            projections = default_projections(self)
+        self.projections: List["Projection"] = list(projections)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -67,8 +80,14 @@ class SessionStore:
         from libtv_fsm import snapshots
 
         if self.snapshots_home() is not None:
-            return snapshots.list_sessions(self.home)
-        return [snapshots.Summary.of(session, None) for session in self.sessions()]
+            rows = snapshots.list_sessions(self.home)
+        else:
+            rows = [snapshots.Summary.of(session, None) for session in self.sessions()]
+        if self.projections:
+            from libtv_fsm.journal.projections import notify_listed
+
+            notify_listed(self.projections, self, rows)
+        return rows
 
     def snapshots_home(self) -> Optional[Path]:
         """The home whose snapshot cache mirrors this store's journal, or None (another kind of journal)."""
@@ -110,6 +129,10 @@ class SessionStore:
 
                 time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_CAP, 0.001 * 2 ** attempt)))
                 continue
+            if self.projections:
+                from libtv_fsm.journal.projections import notify_appended
+
+                notify_appended(self.projections, self, session, new_events)
             return session
         raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again")
 

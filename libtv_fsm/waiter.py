@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 from libtv_fsm import events as ev
 from libtv_fsm.machine import CREATED, DELIVERED, TIMEOUT
-from libtv_fsm.replay import Session
 from libtv_fsm.waiting.context import Finished, RunContext
 from libtv_fsm.waiting.polls import WAITING, conclusion, observe, settle
 from libtv_fsm.waiting.settings import EXIT_BUSY, EXIT_ERROR, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, WaitSettings
@@ -43,25 +42,7 @@ class Waiter(Edges):
         super().__init__(store, session_id, api_key=api_key, env=env, settings=settings, log=log, http=http)
         self.clock = clock
         self.sleep = sleep
-        self._shown_state: Optional[str] = None
-
-    def record(self, *events: ev.Event) -> Session:
-        session = self.store.record(self.sid, *events)
-        self.refresh_read_model(session)
-        return session
-
-    def refresh_read_model(self, session: Session) -> None:
-        """Rebuild libtv-sessions.json when the session's state changed (not on every poll)."""
-        if session.state != self._shown_state:
-            from libtv_fsm import readmodel
-
-            readmodel.refresh(self.store)
-            self._shown_state = session.state
-
-    def observe_poll(self, messages: Sequence[Any]) -> Session:
-        session = observe(self.store, self.sid, messages, self.prefixes, "waiter")
-        self.refresh_read_model(session)
-        return session
+        # record/observe_poll are the Edges' own: the store keeps the read model (journal/projections.py).
 
     # -- the whole run -------------------------------------------------------------------------
 

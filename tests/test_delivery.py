@@ -17,7 +17,7 @@ import requests
 
 from libtv_fsm import errors
 from libtv_fsm.channels import get_channel
-from libtv_fsm.channels.base import MB
+from libtv_fsm.channels.base import MB, FileRefused
 from libtv_fsm.delivery import (
     dedupe_key, deliver_result, file_name_for, notice_text, result_kind, same_host, send_notice,
 )
@@ -140,6 +140,51 @@ def test_missing_upload_scope_is_one_text_with_the_url_and_the_grant_link(sim: A
     assert outcome.sent_as == "text" and sim.feishu.grant_link() in outcome.note
     [msg] = sim.feishu.messages
     assert url in msg["content"]["text"] and sim.feishu.grant_link() in msg["content"]["text"]
+
+
+class _Recorder:
+    """A channel that keeps what it was handed (the file's name and size) and can refuse files."""
+
+    name, dedupes, max_video_bytes, max_image_bytes = "recorder", False, 50 * MB, 10 * MB
+
+    def __init__(self, refuse: str = "") -> None:
+        self.refuse = refuse
+        self.sent: List[Any] = []
+
+    def _file(self, kind: str, path: Path) -> str:
+        self.sent.append((kind, path.name, path.stat().st_size))
+        if self.refuse:
+            raise FileRefused(f"nope: {self.refuse}", reason=self.refuse)
+        return f"m{len(self.sent)}"
+
+    def send_video(self, target: str, path: Path, *, file_name: str, dedupe_key: str) -> str:
+        return self._file("video", path)
+
+    def send_image(self, target: str, path: Path, *, dedupe_key: str) -> str:
+        return self._file("image", path)
+
+    def send_text(self, target: str, text: str, *, dedupe_key: str) -> str:
+        self.sent.append(("text", text, 0))
+        return f"m{len(self.sent)}"
+
+
+def test_the_file_handed_to_the_channel_carries_the_results_own_name(sim: Any, http: requests.Session,
+                                                                     workdir: Path) -> None:
+    # A channel that passes the path on (the openclaw delegate) shows this name in the chat.
+    channel = _Recorder()
+    deliver(channel, sim.cdn_put("claw/s1/final-cut.mp4", 2048), http, workdir)
+    deliver(channel, sim.cdn_put("sd-gen-save-img/poster.png", 512), http, workdir)
+    assert channel.sent == [("video", "final-cut.mp4", 2048), ("image", "poster.png", 512)]
+
+
+def test_a_file_the_channel_refuses_arrives_as_its_url_with_the_channels_reason(sim: Any, http: requests.Session,
+                                                                                workdir: Path) -> None:
+    channel = _Recorder(refuse="the chat app may not read that file")
+    url = sim.cdn_put("claw/s1/clip.mp4", 2048)
+    outcome = deliver(channel, url, http, workdir)
+    assert (outcome.sent_as, outcome.note) == ("text", "the chat app may not read that file")
+    kind, text, _ = channel.sent[-1]
+    assert kind == "text" and url in text and "may not read that file" in text
 
 
 def test_a_result_that_is_neither_video_nor_image_is_sent_as_its_url(sim: Any, channel: Any,

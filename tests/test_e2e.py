@@ -266,6 +266,21 @@ def test_query_session_journals_new_results_and_answers_from_the_journal(skill, 
     assert len(chat(sim, GROUP)) == 1
 
 
+def test_query_session_that_finds_the_results_brings_the_read_model_along(skill, home, sim):
+    # Issue 13: the journal said completed, libtv-sessions.json still said submitted, no result_urls.
+    out = submit(skill, "a cat", "--channel", "feishu", "--chat-id", GROUP, env={"LIBTV_SKIP_BACKGROUND_WAITER": "1"})
+    sid = out["sessionId"]
+    model = json.loads((home / "libtv-sessions.json").read_text())
+    assert [(r["session_id"], r["status"]) for r in model] == [(sid, "submitted")]
+    sim.complete_now(sid)
+    ran = skill("query-session", sid)
+    assert ran.code == 0 and ran.json()["state"] == "completed", ran
+    assert SessionStore(home).load(sid).state == "completed"
+    (row,) = json.loads((home / "libtv-sessions.json").read_text())
+    assert row["session_id"] == sid and row["status"] == "completed"
+    assert row["result_urls"] == sim.result_urls(sid) and row["completed_at"] and "delivered_at" not in row
+
+
 def test_wait_and_deliver_takes_over_a_session_submitted_elsewhere(skill, home, sim):
     import requests
 

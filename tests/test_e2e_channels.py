@@ -78,7 +78,7 @@ def _openclaw(sim: Any) -> List[Tuple[str, str]]:
         assert flags["channel"] == "whatsapp" and flags["target"] == "+15551234567" and flags.get("json"), call
         if "media" in flags:
             assert call["media_size"], "the media file must exist while openclaw runs"
-            out.append((_ext_kind(flags["media"]), ""))
+            out.append((_ext_kind(flags["media"]), call["media_name"]))
         else:
             out.append(("text", flags["message"]))
     return out
@@ -96,7 +96,7 @@ def _wecom_shrink(sim: Any, cli: Cli) -> None:
 
 
 def _openclaw_shrink(sim: Any, cli: Cli) -> None:
-    cli.env["FAKE_OPENCLAW_MAX_MB"] = "0.001"
+    cli.env["OPENCLAW_FAKE_MAX_MB"] = "0.001"
 
 
 PLATFORMS = {
@@ -121,8 +121,11 @@ EVERY = pytest.mark.parametrize("name", sorted(PLATFORMS))
 def skill(home: Path, sim: Any, tmp_path: Path) -> Cli:
     """The CLI pointed at the simulator (and the fake openclaw), fast polling, a gateway key."""
     sim.openclaw_record = str(tmp_path / "openclaw-calls.jsonl")
+    (tmp_path / "openclaw-state").mkdir()
     return point_at_sim(Cli(home), sim, {"LIBTV_WAIT_TIMEOUT_SECONDS": "60", "LIBTV_OPENCLAW_BIN": str(FAKE_OPENCLAW),
-                                         "FAKE_OPENCLAW_RECORD": sim.openclaw_record}, key="mgk_sim_test_key_0001")
+                                         "OPENCLAW_FAKE_RECORD": sim.openclaw_record,
+                                         "OPENCLAW_STATE_DIR": str(tmp_path / "openclaw-state")},
+                        key="mgk_sim_test_key_0001")
 
 
 def submit(skill: Cli, p: Platform, text: str, background: bool = False, env: Optional[Dict[str, str]] = None) -> str:
@@ -188,7 +191,7 @@ def test_a_waiter_killed_mid_send_and_restarted_never_shows_a_result_more_than_t
     p = PLATFORMS[name]
     hang: Dict[str, str] = {}
     if p.send_path(sim) is None:
-        hang["FAKE_OPENCLAW_HANG"] = "3"
+        hang["OPENCLAW_FAKE_HANG"] = "3"
     else:
         sim.hang_seconds = 3.0
         sim.inject(p.send_path(sim), "hang")  # the message lands, its answer is slow
@@ -201,7 +204,7 @@ def test_a_waiter_killed_mid_send_and_restarted_never_shows_a_result_more_than_t
     waiter.wait(timeout=10)
     url = SessionStore(home).load(sid).result_urls[0]
     assert SessionStore(home).load(sid).uncertain_urls == [url]  # the attempt is in doubt
-    again = skill("wait-and-deliver", "--session-id", sid, env={"FAKE_OPENCLAW_HANG": ""})
+    again = skill("wait-and-deliver", "--session-id", sid, env={"OPENCLAW_FAKE_HANG": ""})
     assert again.code == 0, again
     doc = history(skill, sid)
     assert doc["state"] == "delivered"
@@ -242,7 +245,7 @@ def test_a_delegated_send_that_never_answers_is_resent_once_and_flagged_not_loop
     sid = submit(skill, p, "a cat")
     # Every call records the send, then outlives the timeout: the outcome is never known.
     ran = skill("wait-and-deliver", "--session-id", sid,
-                env={"FAKE_OPENCLAW_HANG": "5", "LIBTV_OPENCLAW_TIMEOUT_SECONDS": "0.5"})
+                env={"OPENCLAW_FAKE_HANG": "5", "LIBTV_OPENCLAW_TIMEOUT_SECONDS": "0.5"})
     assert ran.code == 0, ran
     doc = history(skill, sid)
     url = SessionStore(home).load(sid).result_urls[0]
@@ -286,3 +289,53 @@ def test_a_timeout_is_told_once_per_turn_however_often_it_is_resumed_on_a_chat_t
     sim.complete_now(sid)
     assert skill("wait-and-deliver", "--session-id", sid).code == 0
     assert [kind for kind, _ in p.received(sim)] == ["text", "text", "video"]
+
+
+def test_a_delegated_result_shows_in_the_chat_under_its_own_name(skill, home, sim):
+    p = PLATFORMS["openclaw"]
+    sid = submit(skill, p, "poster and trailer [sim:image+video]")
+    assert skill("wait-and-deliver", "--session-id", sid).code == 0
+    names = sorted(url.rsplit("/", 1)[1] for url in SessionStore(home).load(sid).result_urls)
+    assert sorted(name for _, name in p.received(sim)) == names
+    state = Path(skill.env["OPENCLAW_STATE_DIR"])
+    assert list((state / "media").iterdir()) == []  # the copies handed to the gateway are gone
+
+
+def test_a_stopped_gateway_is_retried_later_not_failed(skill, home, sim):
+    p = PLATFORMS["openclaw"]
+    sid = submit(skill, p, "a cat")
+    down = {"OPENCLAW_FAKE_FAIL": "Gateway not reachable at ws://127.0.0.1:18789 (ECONNREFUSED)"}
+    ran = skill("wait-and-deliver", "--session-id", sid, env=down)
+    assert ran.code == 1 and p.received(sim) == [], ran
+    failed = [e for e in history(skill, sid)["events"] if e["type"] == "delivery_failed"]
+    assert failed and all(e["transient"] for e in failed)
+    assert not SessionStore(home).load(sid).uncertain_urls  # nothing reached the gateway: nothing in doubt
+    again = skill("wait-and-deliver", "--session-id", sid)  # the gateway is back
+    assert again.code == 0, again
+    assert [kind for kind, _ in p.received(sim)] == ["video"] and not history(skill, sid).get("uncertain_urls")
+
+
+def test_a_send_the_gateway_gave_up_on_is_resent_once_and_flagged_not_looped(skill, home, sim):
+    p = PLATFORMS["openclaw"]
+    sid = submit(skill, p, "a cat")
+    # The gateway's own 3 tries ended in 429; it keeps the send queued and may still deliver it.
+    busy = {"OPENCLAW_FAKE_FAIL": "OutboundDeliveryError: Call to 'sendVideo' failed! (429: Too Many Requests: "
+                                  "retry after 30)"}
+    ran = skill("wait-and-deliver", "--session-id", sid, env=busy)
+    assert ran.code == 0, ran
+    url = SessionStore(home).load(sid).result_urls[0]
+    doc = history(skill, sid)
+    assert len(_openclaw_calls(sim)) == 2  # the send and one resend, never a third
+    assert doc["state"] == "delivered" and doc["uncertain_urls"] == [url]
+    assert skill("wait-and-deliver", "--session-id", sid).code == 0 and len(_openclaw_calls(sim)) == 2
+
+
+def test_a_file_the_gateway_may_not_read_arrives_as_its_link(skill, home, sim):
+    p = PLATFORMS["openclaw"]
+    sid = submit(skill, p, "a cat")
+    elsewhere = {"OPENCLAW_FAKE_MEDIA_ROOT": str(home / "the-gateways-own-state" / "media")}
+    assert skill("wait-and-deliver", "--session-id", sid, env=elsewhere).code == 0
+    url = SessionStore(home).load(sid).result_urls[0]
+    calls = _openclaw_calls(sim)
+    assert [c["flags"].get("media") is not None for c in calls] == [True, False]
+    assert url in calls[1]["flags"]["message"] and "could not read" in calls[1]["flags"]["message"]

@@ -591,3 +591,27 @@ def test_concurrent_clients_see_consistent_sessions(sim: Simulator) -> None:
         seqs = list(pool.map(one, range(24)))
     assert all(s == [1, 2, 3] for s in seqs) and len(sim.sessions) == 24
     assert sim.key_state(sim.GATEWAY_KEY).remaining_uses == 76
+
+
+def test_telegram_takes_a_file_the_way_grammy_attaches_it(sim: Simulator) -> None:
+    # grammY (OpenClaw's Telegram library) sends `video=attach://<name>` and the file in the part `<name>`.
+    root = f"{sim.url}/bot{sim.TELEGRAM_BOT_TOKEN}"
+    body = MultipartEncoder(fields={"chat_id": "424242", "video": "attach://f1x9",
+                                    "f1x9": ("trailer.mp4", b"v" * 300, "video/mp4")})
+    answer = requests.post(f"{root}/sendVideo", data=body, headers={"Content-Type": body.content_type}).json()
+    assert answer["ok"] is True and answer["result"]["video"]["file_name"] == "trailer.mp4"
+    missing = MultipartEncoder(fields={"chat_id": "424242", "photo": "attach://nothere"})
+    refused = requests.post(f"{root}/sendPhoto", data=missing, headers={"Content-Type": missing.content_type})
+    assert refused.status_code == 400 and "no photo" in refused.json()["description"]
+    [got] = sim.telegram.chat("424242")
+    assert (got["kind"], got["file_name"], got["size"]) == ("video", "trailer.mp4", 300)
+
+
+def test_telegram_answers_what_a_polling_bot_asks_at_start(sim: Simulator) -> None:
+    root = f"{sim.url}/bot{sim.TELEGRAM_BOT_TOKEN}"
+    for method in ("deleteWebhook", "setMyCommands", "deleteMyCommands"):
+        assert requests.post(f"{root}/{method}", json={}).json() == {"ok": True, "result": True}
+    started = time.monotonic()
+    assert requests.post(f"{root}/getUpdates", json={"timeout": 0.3}).json() == {"ok": True, "result": []}
+    assert 0.25 < time.monotonic() - started < 3  # a long poll, cut at what the bot asked for
+    assert sim.telegram.messages == []

@@ -205,10 +205,9 @@ def test_names_shared_with_other_modules_agree():
     from libtv_fsm import intents
 
     assert snapshots.JOURNAL_DIR == journal.JOURNAL_DIR and snapshots.INTENT_DIR == intents.INTENT_DIR
-    from libtv_fsm import legacy
-
-    assert (legacy.READ_MODEL, legacy.IMPORT_MARKER, legacy.MAX_LEGACY) == (
-        readmodel.READ_MODEL, readmodel.IMPORT_MARKER, readmodel.MAX_SESSIONS)
+    # Every module named in the code stamp exists: a moved one would silently stop invalidating snapshots.
+    here = Path(snapshots.__file__).parent
+    assert all((here / (name + ".py")).is_file() for name in snapshots._STAMPED), snapshots._STAMPED
 
 
 def _run(home: Path, *args: str, importtime: bool = False) -> subprocess.CompletedProcess:
@@ -269,3 +268,56 @@ def test_a_waiter_holding_its_run_lock_is_seen_running_by_every_probe(home):
         claim.release()
     assert not runlocks.probe_one(root)("s007")
     assert (runlocks.held_run_locks(root, run_locks) or set()) == set()
+
+
+def test_after_appends_from_a_plain_store_the_cache_recover_and_history_agree_with_the_journal(home):
+    # Warm everything, then change the sessions through SessionStore alone (no CLI, no refresh call).
+    store = SessionStore(home)
+    delivered(store, "old", 0)
+    submitted_only(store, "s1", 5)
+    assert listed(home) == truth(home) and snapshots.timeline(home, "s1")
+    assert _run(home, "recover", "--json").returncode == 0
+    store.record("s1", ev.PollAnswered(at=T0, after_seq=0, last_seq=2, new_messages=2, urls=(URLS[1],),
+                                       last_result_seq=1, last_assistant_seq=2))
+    store.record("s1", ev.Completed(at=T0, urls=(URLS[1],)))
+    # The session's timeline snapshot was rewritten by the append itself: current, and right.
+    assert snapshots.cached_timeline(home, "s1") == full_timeline(home, "s1")
+    assert snapshots.cached_timeline(home, "s1")[0]["state"] == "completed"
+    # So the next listing takes the changed session from it: no replay, not even the machine imported.
+    ran = _run(home, "recover", "--json", importtime=True)
+    imported = {line.split("|")[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time:")}
+    assert ran.returncode == 0 and not imported & set(HEAVY), sorted(imported & set(HEAVY))
+    assert listed(home) == truth(home)
+    ran = _run(home, "history", "s1", "--json")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["events"] == full_timeline(home, "s1")[1]
+    ran = _run(home, "recover", "--json")
+    assert ran.returncode == 0
+    assert [{k: v for k, v in s.items() if k != "waiter"} for s in json.loads(ran.stdout)["sessions"]] == json.loads(
+        json.dumps(truth(home)))
+    model = json.loads((home / "libtv-sessions.json").read_text())
+    assert [(r["session_id"], r["status"], r.get("result_urls")) for r in model] == [
+        ("s1", "completed", [URLS[1]]), ("old", "completed", [URLS[0]])]
+
+
+def test_a_listing_takes_a_changed_session_from_its_current_timeline_snapshot_and_gets_what_a_replay_gives(home, monkeypatch):
+    store = SessionStore(home)
+    delivered(store, "d1", 0)
+    submitted_only(store, "s1", 5)
+    listed(home)
+    store.journal.append("s1", [ev.Failed(at=T0, reason="policy"), ev.NoticeSent(at=T0, kind="failed")], 1)
+    snapshots.timeline(home, "s1")  # as the store's projection leaves it after an append
+    expected = truth(home)
+    full = {s.session_id: _summary_fields(snapshots.Summary.of(s, None)) for s in SessionStore(home, projections=[]).sessions()}
+
+    def no_replay(*args):
+        raise AssertionError("replayed a session whose timeline snapshot is current")
+
+    monkeypatch.setattr(snapshots, "_replay_bytes", no_replay)
+    rows = snapshots.list_sessions(home)
+    assert [r.view() for r in rows] == expected
+    assert [_summary_fields(r) for r in rows] == [full[r.session_id] for r in rows]
+    assert full["s1"][1] == "failed" and full["s1"][5] == ("failed",)
+
+
+def _summary_fields(row):
+    return (row.session_id, row.state, row.created, row.updated, row.delivery, row.notices, row.view_json)

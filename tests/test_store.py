@@ -11,6 +11,7 @@ import pytest
 from libtv_fsm import SessionStore
 from libtv_fsm import events as ev
 from libtv_fsm.errors import TransitionRefused, UnknownSession
+from libtv_fsm.journal.projections import Projection
 from eventgen import T0, URLS
 from test_replay import submitted
 
@@ -84,6 +85,57 @@ def test_record_with_decides_from_the_fresh_state(home):
     store.record_with("s1", wanted)
     again = store.record_with("s1", wanted)  # nothing pending: writes nothing
     assert again.version == 3 and again.delivered == {A: "video"}
+
+
+# -- projections: told about every append, never able to fail it -------------------------------
+
+
+class Recorder(Projection):
+    def __init__(self):
+        self.seen = []
+
+    def appended(self, store, session, events):
+        self.seen.append((session.session_id, session.version, [type(e).__name__ for e in events]))
+
+
+class Broken(Projection):
+    def __init__(self, error):
+        self.error = error
+
+    def appended(self, store, session, events):
+        raise self.error
+
+    def listed(self, store, rows):
+        raise self.error
+
+
+def test_every_append_reaches_the_projections_once_with_the_session_it_made(home):
+    seen = Recorder()
+    store = SessionStore(home, projections=[seen])
+    store.record("s1", submitted(), ev.Completed(at=T0, urls=(A,)))
+    store.record_with("s1", lambda s: [])  # nothing appended: nothing to tell
+    assert seen.seen == [("s1", 2, ["Submitted", "Completed"])]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "denied"),
+                                   ValueError("a bug in a projection")])
+def test_a_projection_that_fails_never_fails_the_append(home, error, caplog):
+    after = Recorder()
+    store = SessionStore(home, projections=[Broken(error), after])
+    session = store.record("s1", submitted())
+    assert session.state == "submitted" and SessionStore(home).load("s1").version == 1
+    assert after.seen == [("s1", 1, ["Submitted"])]  # the next projection still ran
+    assert [s.session_id for s in store.summaries()] == ["s1"]  # a listing neither
+    assert ("a bug in a projection" in caplog.text) == isinstance(error, ValueError)
+
+
+def test_a_nexu_home_store_keeps_the_read_model_and_snapshots_by_default_and_another_journal_nothing(home, tmp_path):
+    from libtv_fsm.journal import JsonlJournal
+    from libtv_fsm.journal.projections import ReadModelProjection, TimelineSnapshotProjection
+
+    assert [type(p) for p in SessionStore(home).projections] == [ReadModelProjection, TimelineSnapshotProjection]
+    assert SessionStore(home, journal=JsonlJournal(tmp_path / "elsewhere")).projections == []
+    assert SessionStore(home, projections=[]).projections == []
 
 
 def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(home):

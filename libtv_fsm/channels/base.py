@@ -23,7 +23,19 @@ class PermissionDenied(errors.PermanentError):
         self.grant_link = grant_link
 
 
-class TooLarge(errors.PermanentError):
+class FileRefused(errors.PermanentError):
+    """The platform will not take this file; the delivery step sends the URL as text instead.
+
+    ``reason`` is shown to the user beside the link ("over the size limit" when not given).
+    """
+
+    def __init__(self, message: str, *, reason: str = "", status: Optional[int] = None,
+                 code: Optional[str] = None) -> None:
+        super().__init__(message, status=status, code=code)
+        self.reason = reason
+
+
+class TooLarge(FileRefused):
     """The platform refused a file for its size; the delivery step sends the URL instead."""
 
 
@@ -220,6 +232,6 @@ def close_fields(encoder: Any) -> None:
 
 
 __all__ = [
-    "Channel", "UploadChannel", "PermissionDenied", "TooLarge", "SendInDoubt", "MB",
+    "Channel", "UploadChannel", "PermissionDenied", "FileRefused", "TooLarge", "SendInDoubt", "MB",
     "RateLimit", "request_error", "exchange", "response_json", "scrub", "close_fields",
 ]

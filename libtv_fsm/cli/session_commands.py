@@ -40,7 +40,7 @@ def open_store(env: Mapping[str, str] = os.environ) -> Any:
     """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use."""
     from libtv_fsm import events as ev
     from libtv_fsm.config import nexu_home
-    from libtv_fsm.readmodel import import_legacy
+    from libtv_fsm.legacy import import_legacy
     from libtv_fsm.store import SessionStore
 
     store = SessionStore(nexu_home(env))
@@ -83,7 +83,6 @@ def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any =
 
     ``successor``: the home's worker is leaving (another version), so the one started here waits for it.
     """
-    from libtv_fsm import readmodel
     from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
     from libtv_fsm.spawn import spawn_waiter, spawn_worker, start_background
@@ -101,7 +100,6 @@ def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any =
     relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
     target = resolve_target(args.channel, args.chat_id, env, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
-    readmodel.refresh(store)
     mode = worker_mode(env)
     if mode == "process":
         spawn_waiter(store.home, session.session_id, env)
@@ -163,9 +161,9 @@ def _recover_local(args: argparse.Namespace) -> bool:
     if probe is None:
         return False
     listed = [(row, "running" if probe(row.session_id) else "none") for row in rows]
-    from libtv_fsm.legacy import sync_read_model
+    from libtv_fsm import readmodel
 
-    sync_read_model(home, rows, lambda: snapshots.list_sessions(home))
+    readmodel.sync(home, rows, lambda: snapshots.list_sessions(home))
     if args.json:
         text = snapshots.report_json(listed) + "\n"
         out = getattr(sys.stdout, "buffer", None)
@@ -194,7 +192,6 @@ def recover(args: argparse.Namespace) -> int:
 
     if _recover_local(args):
         return 0
-    from libtv_fsm import readmodel
     from libtv_fsm.config import load_config
     from libtv_fsm.recovery import recover as run_recover
     from libtv_fsm.recovery import resolve_submits
@@ -221,12 +218,12 @@ def recover(args: argparse.Namespace) -> int:
     skip = mode == "skip"
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
+    # Its listing brings the read model up to date (the store's projections), its re-checks too.
     report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
     if wanted:
         from libtv_fsm.spawn import start_background
 
         start_background(store.home, retry=True)
-    readmodel.refresh(store)
     if args.json:
         doc: Dict[str, Any] = {"sessions": report}
         if submits:

@@ -1,4 +1,10 @@
-"""Telegram Bot API (/bot<token>/METHOD): sendVideo, sendPhoto, sendMessage, getMe; no de-duplication."""
+"""Telegram Bot API (/bot<token>/METHOD): sendVideo, sendPhoto, sendMessage, getMe; no de-duplication.
+
+A file goes as a multipart part named after the field (our client), or, as grammY (OpenClaw's
+Telegram library) sends it, as the field's value `attach://<name>` with the file in the part `<name>`.
+What a polling bot calls at start (deleteWebhook, setMyCommands, getUpdates) is answered too, so a
+real OpenClaw gateway can run against the simulator.
+"""
 from __future__ import annotations
 
 import re
@@ -16,6 +22,11 @@ UPLOAD_LIMIT = 50 * MIB
 PHOTO_LIMIT = 10 * MIB
 _PATH = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
 _CHAT = re.compile(r"^(-?\d{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31})$")
+# Bot setup calls a polling bot makes at start; the simulator has nothing to change for them.
+_SETUP = frozenset({"deletewebhook", "setwebhook", "setmycommands", "deletemycommands", "setmydescription",
+                    "setmyshortdescription", "setchatmenubutton", "close", "logout"})
+# getUpdates holds a long poll at most this long (a real bot asks for 30 s; a test should not wait that).
+LONG_POLL_SECONDS = 5.0
 
 
 def _error(status: int, description: str, **parameters: Any) -> Reply:
@@ -73,6 +84,16 @@ class TelegramSim:
         if method == "getme":
             return json_reply(200, {"ok": True, "result": {"id": 1000001, "is_bot": True, "first_name": "LibTV sim",
                                                            "username": "libtv_sim_bot"}})
+        if method in _SETUP:
+            return json_reply(200, {"ok": True, "result": True})
+        if method == "getupdates":
+            # Nobody writes to the bot here: an empty answer after the long poll, as the real API gives.
+            try:
+                wait = min(max(float(params.get("timeout") or 0), 0.0), LONG_POLL_SECONDS)
+            except (TypeError, ValueError):
+                wait = 0.0
+            return Reply(status=200, body=b'{"ok":true,"result":[]}', length=23,
+                         headers={"Content-Type": "application/json"}, delay=wait)
         if method == "sendmessage":
             return self._send(params, "text", rec)
         if method == "sendvideo":
@@ -110,10 +131,14 @@ class TelegramSim:
                 return _error(400, "Bad Request: message is too long")
             entry["text"] = result["text"] = text
         else:
-            if kind not in rec.files:
-                # A string would be a file_id or a URL for Telegram to fetch; the client always uploads.
+            part = kind
+            value = params.get(kind)
+            if isinstance(value, str) and value.startswith("attach://"):
+                part = value[len("attach://"):]  # grammY: the file is in the part this names
+            if part not in rec.files:
+                # Any other string would be a file_id or a URL for Telegram to fetch; the clients always upload.
                 return _error(400, f"Bad Request: there is no {kind} in the request")
-            name, size = rec.files[kind]
+            name, size = rec.files[part]
             if size > self.upload_limit:
                 return _error(413, "Request Entity Too Large")
             if kind == "photo" and size > self.photo_limit:

@@ -47,7 +47,7 @@ class Edges:
     """What a step of one session touches: the store, upstream (the backend), the chat (its channel), local files, a log.
 
     ``record`` and ``observe_poll`` are the two ways a step writes what changes the session's
-    state; a runner may extend them (the single-session waiter refreshes the legacy read model).
+    state; a runner may extend them (the store itself keeps the legacy read model current).
     """
 
     def __init__(self, store: Any, session_id: str, *, api_key: str, env: Mapping[str, str] = os.environ,

@@ -1,106 +1,31 @@
-"""The journal: the only code that writes session journals. One small interface, one JSONL store.
+"""The JSONL journal: one file per session, guarded by filelock; the only code that writes those files.
 
 Every line is one event with the session's sequence number (``seq``, 1, 2, ...). An append
 names the version it expects (the last seq it saw) and is refused under the lock if another
-process got there first: optimistic concurrency, the thing that makes "two waiters never both
-deliver" true. A torn or garbage line is skipped on read (and counted); the next append starts
-on a fresh line, so nothing earlier is lost. A future PostgreSQL journal implements the same
-``Journal`` interface with a unique (session_id, seq) key and nothing above it changes.
+process got there first (the ``Journal`` interface of base.py). A torn or garbage line is
+skipped on read (and counted); the next append starts on a fresh line, so nothing earlier is lost.
 """
 from __future__ import annotations
 
 import errno
 import json
 import os
-from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
-import attr
 from filelock import FileLock, Timeout
 
 from libtv_fsm import failpoints
 from libtv_fsm.atomicfile import fsync_dir, read_steady
 from libtv_fsm.errors import ConcurrencyConflict, JournalError
-from libtv_fsm.events import Event, UnknownEvent, from_record, to_record
+from libtv_fsm.events import Event, from_record, to_record
 from libtv_fsm.ids import validate_session_id
 from libtv_fsm.intents import IntentStore
+from libtv_fsm.journal.base import AnyEvent, Journal, JournalRead, WaiterClaim
 
 JOURNAL_DIR = "libtv-journal"
 LOCK_TIMEOUT = 30.0
-
-AnyEvent = Union[Event, UnknownEvent]
-
-
-@attr.frozen
-class JournalRead:
-    """What reading one session's journal gave: its events in order, and what had to be skipped."""
-
-    entries: List[Tuple[int, AnyEvent]]
-    skipped: int = 0
-    problems: Tuple[str, ...] = ()
-
-    @property
-    def version(self) -> int:
-        return self.entries[-1][0] if self.entries else 0
-
-
-class Journal(ABC):
-    """Where session events live. Implementations: :class:`JsonlJournal` (one file per session)."""
-
-    @abstractmethod
-    def append(self, session_id: str, events: Sequence[Event], expected_version: int) -> int:
-        """Append ``events`` after ``expected_version``; return the new version.
-
-        Raises ConcurrencyConflict if the session's version is not ``expected_version``.
-        """
-
-    @abstractmethod
-    def read(self, session_id: str) -> JournalRead:
-        """Every readable event of the session, in order (empty if the session is unknown)."""
-
-    @abstractmethod
-    def session_ids(self) -> List[str]:
-        """Every session that has a journal."""
-
-    @abstractmethod
-    def exists(self, session_id: str) -> bool:
-        """Whether the session has a journal."""
-
-    @abstractmethod
-    def location(self, session_id: str) -> str:
-        """Where the session's journal is (a path, a table row): shown by ``history``."""
-
-    @abstractmethod
-    def claim_waiter(self, session_id: str, wait: float = 0.0) -> "WaiterClaim":
-        """Try (for up to ``wait`` seconds) to become the one waiter of the session; check ``claim.held``."""
-
-    def intents(self) -> "Optional[IntentStore]":
-        """Where ``create-session`` writes down a submit before sending it (None: not supported here)."""
-        return None
-
-
-class WaiterClaim:
-    """The run lock of one session's waiter; ``held`` says whether this process got it."""
-
-    def __init__(self, lock: Optional[FileLock]) -> None:
-        self._lock = lock
-
-    @property
-    def held(self) -> bool:
-        return self._lock is not None
-
-    def release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    def __enter__(self) -> "WaiterClaim":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
 
 
 class JsonlJournal(Journal):
@@ -161,6 +86,17 @@ class JsonlJournal(Journal):
             # and write a sequence number twice.
             self._known.pop(session_id, None)
         return result
+
+    def is_at(self, session_id: str, version: int) -> bool:
+        """Whether the file is still exactly as this process last read or wrote it, at ``version`` (one stat, no read)."""
+        known = self._known.get(session_id)
+        if known is None or known[1] != version:
+            return False
+        try:
+            st = os.stat(self.path(session_id))
+        except OSError:
+            return False
+        return known[0] == (st.st_size, st.st_mtime_ns)
 
     def session_ids(self) -> List[str]:
         try:
