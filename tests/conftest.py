@@ -71,6 +71,8 @@ class Cli:
         self.env["NEXU_HOME"] = str(home)
         self.env["LIBTV_DOWNLOAD_DIR"] = str(home / "downloads")
         self.env["PYTHONUNBUFFERED"] = "1"
+        # A home worker that create-session or recover starts leaves soon after its last session.
+        self.env["LIBTV_WORKER_IDLE_EXIT"] = "2"
 
     def __call__(self, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 60,
                  cwd: Optional[Path] = None, input: Optional[str] = None) -> Ran:
@@ -108,6 +110,33 @@ def no_real_services(monkeypatch: pytest.MonkeyPatch) -> None:
     for var, value in CLOSED_UPSTREAMS.items():
         monkeypatch.setenv(var, value)
     monkeypatch.setenv("NEXU_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "libtv-fsm-tests-nexu-unused"))
+
+
+def _stop_workers_under(folder: Path) -> None:
+    """SIGKILL every home worker a test left running under ``folder`` (found by the pid file each writes)."""
+    import signal
+
+    for pid_file in folder.rglob("libtv-worker*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmdline = fh.read()
+        except (OSError, ValueError):
+            continue
+        if b"libtv_fsm" in cmdline and b"worker" in cmdline:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """No home worker outlives the test that started it (each exits when idle; this catches a failed test's)."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if isinstance(tmp, Path) and tmp.exists():
+        _stop_workers_under(tmp)
 
 
 @pytest.fixture

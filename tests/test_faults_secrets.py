@@ -24,6 +24,9 @@ def test_no_secret_is_ever_written_or_printed_and_only_the_mask_shows(home, sim,
     cli = Cli(home)
     cli.env.update(sim.env())
     cli.env.update({"LIBTV_POLL_INTERVAL_SECONDS": "0.05", "LIBTV_MAX_POLL_INTERVAL_SECONDS": "0.2"})
+    # One waiter per session: one session times out on its own LIBTV_MAX_POLLS, and a session submitted
+    # without a waiter is run by hand (test_worker covers what the home worker logs).
+    cli.env["LIBTV_WAITER"] = "process"
     sim.set_key(KEY, remaining_uses=100, max_uses=100)
     sim.redirect_to = catcher.url + "/steal"
     runs: List[Ran] = []

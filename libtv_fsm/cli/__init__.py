@@ -15,7 +15,7 @@ PROG = "libtv-video"
 
 # (module, names) of the command groups; each module defines register(subparsers).
 _GROUPS = ("libtv_fsm.cli.config_commands", "libtv_fsm.cli.upstream_commands", "libtv_fsm.cli.session_commands",
-           "libtv_fsm.cli.journal_commands")
+           "libtv_fsm.cli.journal_commands", "libtv_fsm.cli.worker_commands")
 
 
 EXAMPLES = """examples:
@@ -62,10 +62,15 @@ def emit_json(payload: Any) -> None:
     print(json.dumps(payload, ensure_ascii=False, separators=(",", ":")), flush=True)
 
 
-def fail(message: str) -> None:
-    """Print the one `❌` line a failure shows (control characters from echoed input are escaped, so it stays one line)."""
+def failure_line(message: str) -> str:
+    """The one `❌` line a failure shows (control characters from echoed input are escaped, so it stays one line)."""
     clean = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in message)
-    print(f"❌ {clean}", flush=True)
+    return f"❌ {clean}"
+
+
+def fail(message: str) -> None:
+    """Print the one `❌` line a failure shows."""
+    print(failure_line(message), flush=True)
 
 
 def not_implemented(args: argparse.Namespace) -> int:

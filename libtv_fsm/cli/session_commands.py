@@ -7,6 +7,10 @@ from typing import Any, Dict, Mapping
 
 from libtv_fsm.cli import emit_json, say
 
+# A worker started while an older one is leaving waits this long for it to let go (its steps in
+# progress end within their HTTP deadlines).
+SUCCESSOR_WAIT_SECONDS = 600.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("create-session", help="submit a request; a background waiter delivers the result to the chat")
@@ -37,7 +41,7 @@ def journal_url(env: Mapping[str, str] = os.environ) -> str:
     return env.get("LIBTV_JOURNAL_URL", "").strip()
 
 
-def open_store() -> Any:
+def open_store(env: Mapping[str, str] = os.environ) -> Any:
     """The SessionStore of NEXU_HOME, with a legacy libtv-sessions.json imported on first use.
 
     With LIBTV_JOURNAL_URL set, its journal is that database and the rest (key, logs) stays in NEXU_HOME;
@@ -48,42 +52,74 @@ def open_store() -> Any:
     from libtv_fsm.legacy import import_legacy
     from libtv_fsm.store import SessionStore
 
-    if journal_url():
-        return SessionStore.from_url(journal_url(), nexu_home())
-    store = SessionStore(nexu_home())
+    if journal_url(env):
+        return SessionStore.from_url(journal_url(env), nexu_home(env))
+    store = SessionStore(nexu_home(env))
     import_legacy(store, ev.now())
     return store
 
 
-def _backend(store: Any) -> Any:
+def _backend(store: Any, env: Mapping[str, str] = os.environ, http: Any = None) -> Any:
     from libtv_fsm.backends import open_backend
     from libtv_fsm.config import require_api_key
 
-    return open_backend(require_api_key(store.home), os.environ)
+    return open_backend(require_api_key(store.home), env, session=http)
 
 
 def create_session(args: argparse.Namespace) -> int:
+    import sys
+
+    from libtv_fsm.waiting.homefiles import worker_mode
+
+    successor = False
+    if (args.message or "").strip() and worker_mode(os.environ) == "worker":
+        # The home's worker, when up, does the submission: this process then imports nothing heavy.
+        from libtv_fsm.waiting.handoff import create_through_worker
+
+        outcome = create_through_worker({"message": args.message, "session_id": args.session_id,
+                                         "channel": args.channel, "chat_id": args.chat_id}, os.environ)
+        if outcome.answer is not None:
+            code, out = outcome.answer
+            sys.stdout.write(out)
+            sys.stdout.flush()
+            return code
+        successor = outcome.successor
+    emit_json(submit_request(args, os.environ, successor=successor))
+    return 0
+
+
+def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any = None,
+                   successor: bool = False) -> Dict[str, Any]:
+    """create-session's work with ``env`` for the environment (the command's own, or one the worker was handed).
+
+    ``successor``: the home's worker is leaving (another version), so the one started here waits for it.
+    """
     from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
-    from libtv_fsm.spawn import spawn_waiter
+    from libtv_fsm.spawn import spawn_waiter, spawn_worker, start_background
     from libtv_fsm.submit import note_for, resolve_target, submit, summary
+    from libtv_fsm.waiting.homefiles import worker_mode
 
     text = (args.message or "").strip()
     if not text:
         raise InputError("Nothing to generate: pass the user's request as MESSAGE")
-    store = open_store()
+    store = open_store(env)
     config = load_config(store.home)
-    ratio, model_hint = effective_ratio(config, os.environ), model_hint_enabled(os.environ)
-    backend = _backend(store)
+    ratio, model_hint = effective_ratio(config, env), model_hint_enabled(env)
+    backend = _backend(store, env, http)
     # The user's words go to the journal as they are; upstream gets them with the hints.
     relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
-    target = resolve_target(args.channel, args.chat_id, os.environ, http=backend.session)
+    target = resolve_target(args.channel, args.chat_id, env, http=backend.session)
     session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
-    waiter = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() not in ("1", "true", "yes")
-    if waiter:
-        spawn_waiter(store.home, session.session_id)
-    emit_json(summary(session, target, note_for(session.session_id, target, waiter)))
-    return 0
+    mode = worker_mode(env)
+    if mode == "process":
+        spawn_waiter(store.home, session.session_id, env)
+    elif successor:
+        spawn_worker(store.home, env, await_lock=SUCCESSOR_WAIT_SECONDS)
+    elif mode == "worker":
+        start_background(store.home, env)
+    waiter = mode != "skip"
+    return summary(session, target, note_for(session.session_id, target, waiter))
 
 
 def wait_and_deliver(args: argparse.Namespace) -> int:
@@ -171,22 +207,34 @@ def recover(args: argparse.Namespace) -> int:
     from libtv_fsm.recovery import recover as run_recover
     from libtv_fsm.recovery import resolve_submits
     from libtv_fsm.spawn import spawn_waiter
+    from libtv_fsm.waiting.homefiles import worker_mode
 
     store = open_store()
     api_key = load_config(store.home).api_key
     backend = _backend(store) if api_key else None
+    mode = worker_mode(os.environ)
+    wanted = []
 
     def spawn(sid: str) -> int:
-        return spawn_waiter(store.home, sid)
+        if mode == "process":
+            return spawn_waiter(store.home, sid)
+        # The home worker does not resume a timed-out session by itself: recover does, here.
+        resume_timed_out(store, sid)
+        wanted.append(sid)
+        return 0
 
     def log(line: str) -> None:
         print(line, file=sys.stderr)
 
-    skip = os.environ.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip() in ("1", "true", "yes")
+    skip = mode == "skip"
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
     # Its listing brings the read model up to date (the store's projections), its re-checks too.
     report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
+    if wanted:
+        from libtv_fsm.spawn import start_background
+
+        start_background(store.home, retry=True)
     if args.json:
         doc: Dict[str, Any] = {"sessions": report}
         if submits:
@@ -203,6 +251,14 @@ def recover(args: argparse.Namespace) -> int:
     for s in report:
         _say_session(s)
     return 0
+
+
+def resume_timed_out(store: Any, sid: str) -> None:
+    """Record that a timed-out session is waited on again, so the home worker takes it (idempotent)."""
+    from libtv_fsm import events as ev
+    from libtv_fsm.machine import TIMEOUT
+
+    store.record_with(sid, lambda s: [ev.Resumed(at=ev.now(), reason="recover")] if s.state == TIMEOUT else [])
 
 
 def history(args: argparse.Namespace) -> int:

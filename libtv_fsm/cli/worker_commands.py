@@ -1,0 +1,51 @@
+"""CLI command of the home worker: `libtv-video worker` (CONTRACT section 8)."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Mapping, Optional
+
+IDLE_EXIT_ENV = "LIBTV_WORKER_IDLE_EXIT"
+DEFAULT_IDLE_EXIT = 600.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="foreground: wait on and deliver every unfinished session of this home")
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help=f"exit after this long with nothing to serve (default {DEFAULT_IDLE_EXIT:g}, or ${IDLE_EXIT_ENV})")
+    p.add_argument("--concurrency", type=int, default=8, metavar="N", help="steps (HTTP calls) at once (default 8)")
+    # A worker started to take over from an older one waits this long for it to let go (internal).
+    p.add_argument("--await-lock", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=worker)
+
+
+def idle_exit(flag: Optional[float], env: Mapping[str, str]) -> float:
+    from libtv_fsm.errors import InputError
+
+    if flag is not None:
+        value = flag
+    else:
+        raw = env.get(IDLE_EXIT_ENV, "").strip()
+        try:
+            value = float(raw) if raw else DEFAULT_IDLE_EXIT
+        except ValueError:
+            raise InputError(f"{IDLE_EXIT_ENV} must be a number, got {raw[:20]!r}") from None
+    if value < 0:
+        raise InputError("--idle-exit must not be negative")
+    return value
+
+
+def worker(args: argparse.Namespace) -> int:
+    import sys
+
+    from libtv_fsm.cli.session_commands import open_store
+    from libtv_fsm.errors import InputError
+    from libtv_fsm.waiting.worker import serve
+
+    if args.concurrency < 1:
+        raise InputError("--concurrency must be at least 1")
+    seconds = idle_exit(args.idle_exit, os.environ)
+    store = open_store()
+    echo = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+    return serve(store, os.environ, concurrency=args.concurrency, idle_exit=seconds, await_lock=args.await_lock,
+                 echo=echo)

@@ -1,0 +1,89 @@
+"""The home worker's files under NEXU_HOME (lock, pid, wake, socket, log) and the cheap checks on them. Standard library only.
+
+The create-session client imports this before anything heavy, so it must stay stdlib-only.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional
+
+LOCK_NAME = "libtv-worker.lock"      # held by the one worker serving the home (CONTRACT section 8)
+SUCCESSOR_LOCK_NAME = "libtv-worker.next.lock"  # held by a worker waiting for an older one to let go
+PID_NAME = "libtv-worker.pid"        # the serving worker's pid (for tests and humans; the lock is the truth)
+SUCCESSOR_PID_NAME = "libtv-worker.next.pid"
+WAKE_NAME = "libtv-worker.wake"      # touched after a submit or a resume: "look at the journals now"
+RETRY_NAME = "libtv-worker.retry"    # touched by recover: "try again what you gave up on"
+SOCKET_NAME = "libtv-worker.sock"    # create-session through the running worker (AF_UNIX, 0600)
+LOG_NAME = "libtv-worker.log"
+# sockaddr_un holds about 108 bytes; a longer path cannot be bound, so that home has no socket.
+MAX_SOCKET_PATH = 100
+
+
+def path(home: str, name: str) -> str:
+    return os.path.join(str(home), name)
+
+
+def socket_path(home: str) -> Optional[str]:
+    """Where the worker listens, or None where AF_UNIX is missing or the path is too long to bind."""
+    import socket
+
+    if not hasattr(socket, "AF_UNIX"):
+        return None
+    where = path(home, SOCKET_NAME)
+    return where if len(os.fsencode(where)) <= MAX_SOCKET_PATH else None
+
+
+def worker_mode(env: Mapping[str, str]) -> str:
+    """"skip" (start nothing), "process" (one `wait-and-deliver` per session) or "worker" (the home worker)."""
+    if env.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip().lower() in ("1", "true", "yes"):
+        return "skip"
+    if env.get("LIBTV_WAITER", "").strip().lower() == "process":
+        return "process"
+    return "worker"
+
+
+def worker_alive(home: str) -> Optional[bool]:
+    """Whether a worker holds the home's lock, seen from /proc/locks or a momentary probe; None: cannot tell here."""
+    lock = path(home, LOCK_NAME)
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        return False  # closing the descriptor below drops the probe's lock
+    finally:
+        os.close(fd)
+
+
+def wake(home: str, name: str = WAKE_NAME) -> None:
+    """Tell a running worker to look at the journals now (it watches this file's mtime); best effort."""
+    where = path(home, name)
+    try:
+        fd = os.open(where, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, b".")
+            if os.fstat(fd).st_size > 4096:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def stamp(where: str) -> Optional[tuple]:
+    """(mtime_ns, size, inode) of a file or folder, or None: what the worker compares to notice a change."""
+    try:
+        st = os.stat(where)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
