@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,9 +107,9 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
                 serving = _serving(home)
                 if serving is not None and serving in workers:
                     served.add(serving)
-                    seconds = _cpu_seconds(serving)
-                    if seconds is not None:
-                        cpu[serving] = seconds
+                    used = _cpu_seconds(serving)
+                    if used is not None:
+                        cpu[serving] = used
                     _, rss, pss, uss = memory([serving])
                     peak = {k: max(peak[k], v) for k, v in (("rss", rss), ("pss", pss), ("uss", uss))}
                 if submit_seconds is None and all(f.done() for f in futures):
@@ -142,12 +142,16 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
     sent_at: Dict[str, float] = {}
     for r in requests:
         if r.path == "/open-apis/im/v1/messages" and r.status == 200 and isinstance(r.json, dict):
-            sent_at.setdefault(r.json.get("receive_id"), r.at)
-    latencies, late, created, ready_ats, gets_all = [], [], [], [], []
+            sent_at.setdefault(str(r.json.get("receive_id")), r.at)
+    latencies: List[float] = []
+    late: List[Tuple[float, float]] = []  # (when, how late) of every poll after a session's first
+    created: List[float] = []
+    ready_ats: List[float] = []
+    gets_all: List[float] = []
     for sid, s in by_id.items():
         turn = s.turns[-1]
         chat = next(c for i, c in enumerate(chats) if f"[sim:wb{i}]" in s.messages[0]["content"])
-        ready_at = turn.started_at + turn.scenario.ready_after_seconds
+        ready_at = turn.started_at + (turn.scenario.ready_after_seconds or 0.0)
         created.append(turn.started_at)
         ready_ats.append(ready_at)
         gets = sorted(r.at for r in requests if r.method == "GET" and r.path.endswith(f"/session/{sid}"))
