@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 CLI = [sys.executable, "-m", "libtv_fsm"]
 BASELINE = [sys.executable, "-c", "import json, urllib.request"]
@@ -104,3 +106,69 @@ def fill_home(home: Path, count: int, in_flight: int = 0, run_locks: bool = True
             (root / f"{sid}.run.lock").touch()
         ids.append(sid)
     return ids
+
+
+# -- processes started in a home (detached waiters, the home worker) ---------------------------------
+
+
+def home_pids(home: Path) -> Set[int]:
+    """Every live process whose environment says NEXU_HOME=<home>: the waiters (ours and the peer's) and their children."""
+    needle = b"\0NEXU_HOME=" + os.fsencode(str(home)) + b"\0"
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = b"\0" + Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ:
+            found.add(int(name))
+    return found
+
+
+def memory(pids: Iterable[int]) -> Tuple[int, float, float, float]:
+    """(processes, summed RSS, PSS, USS in MiB) from /proc/<pid>/smaps_rollup."""
+    count, rss, pss, uss = 0, 0, 0, 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        field = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
+        if "Rss" not in field:
+            continue  # a zombie has no mappings
+        count += 1
+        rss += field["Rss"]
+        pss += field["Pss"]
+        uss += field["Private_Clean"] + field["Private_Dirty"]
+    return count, rss / 1024, pss / 1024, uss / 1024
+
+
+def stop(pids: Iterable[int], grace: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, the given processes (only those, by pid); how many were alive."""
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            alive.append(pid)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _alive(p)]
+        time.sleep(0.05)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return len(alive)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

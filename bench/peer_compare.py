@@ -22,20 +22,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Row, clean_env, percentile  # noqa: E402
+from common import Row, clean_env, home_pids, memory, percentile, stop  # noqa: E402
 
 # Targets of issue 14 (ours / peer).
 TARGET_MEMORY = 0.25
@@ -50,69 +48,6 @@ HOW_TO_GET_PEER = ("set PEER_SCRIPT to the peer's scripts/libtv_video.py (bench/
 
 
 # -- processes ----------------------------------------------------------------------------------
-
-
-def home_pids(home: Path) -> Set[int]:
-    """Every live process whose environment says NEXU_HOME=<home>: the waiters (ours and the peer's) and their children."""
-    needle = b"\0NEXU_HOME=" + os.fsencode(str(home)) + b"\0"
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            environ = b"\0" + Path(f"/proc/{name}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ:
-            found.add(int(name))
-    return found
-
-
-def memory(pids: Iterable[int]) -> Tuple[int, float, float, float]:
-    """(processes, summed RSS, PSS, USS in MiB) from /proc/<pid>/smaps_rollup."""
-    count, rss, pss, uss = 0, 0, 0, 0
-    for pid in pids:
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue  # gone meanwhile
-        field = {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB", text, re.M)}
-        if "Rss" not in field:
-            continue  # a zombie has no mappings
-        count += 1
-        rss += field["Rss"]
-        pss += field["Pss"]
-        uss += field["Private_Clean"] + field["Private_Dirty"]
-    return count, rss / 1024, pss / 1024, uss / 1024
-
-
-def stop(pids: Iterable[int], grace: float = 3.0) -> int:
-    """SIGTERM, then SIGKILL after ``grace`` seconds, the given processes (only those, by pid); how many were alive."""
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            alive.append(pid)
-        except OSError:
-            pass
-    deadline = time.monotonic() + grace
-    while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _alive(p)]
-        time.sleep(0.05)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return len(alive)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def settle(home: Path, before: Set[int], timeout: float, until: Optional[Callable[[], bool]] = None) -> int:

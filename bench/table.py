@@ -24,6 +24,7 @@ def sections(quick: bool) -> List[Callable[[], List[Row]]]:
     import peer_compare
     import upload_rss
     import waiters
+    import worker_scale
 
     def against_peer() -> List[Row]:
         peer = peer_compare.peer_script(None)
@@ -37,6 +38,7 @@ def sections(quick: bool) -> List[Callable[[], List[Row]]]:
         lambda: history_scale.measure(sessions=10_000, runs=3 if quick else 7),
         lambda: waiters.measure(sessions=50, ready=20.0, spread=10.0, first=1.0, cap=4.0, label="50 waiters"),
         lambda: waiters.measure(sessions=20, ready=6.0, spread=6.0, first=0.5, cap=2.0, label="detection, 20 sessions"),
+        lambda: worker_scale.measure(sessions=100 if quick else 200, ready=40.0, spread=10.0, first=1.0, cap=4.0),
         lambda: journal_rate.measure(appends=100 if quick else 200),
         against_peer,
     ]

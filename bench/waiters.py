@@ -1,5 +1,10 @@
 """Waiters at scale and detection latency: many sessions in flight against the simulator, each with its detached waiter.
 
+This measures the per-session waiters (one `wait-and-deliver` process per session), so it runs
+create-session with LIBTV_WAITER=process: since CONTRACT 8 create-session starts the home worker
+by default, and without it there would be no waiter process here to measure. The home worker
+(one process for every session) is measured by bench/worker_scale.py.
+
 Usage: python bench/waiters.py [--sessions 50] [--ready 20] [--first 1] [--cap 4]
 Polling is shortened (LIBTV_POLL_INTERVAL_SECONDS=--first, cap --cap) so a run takes about a
 minute; the schedule's shape (x1.5 per poll, capped) is the production one. Each session is
@@ -46,7 +51,7 @@ def _memory(home: Path) -> Tuple[int, float, float, float]:
     return count, rss / 1024, pss / 1024, uss / 1024
 
 
-def _poll_times(first: float, cap: float, horizon: float) -> List[float]:
+def poll_times(first: float, cap: float, horizon: float) -> List[float]:
     """When the schedule polls, in seconds after its first poll (backoff.py, the waiter's own schedule)."""
     from libtv_fsm.backoff import delay
 
@@ -70,7 +75,7 @@ def measure(sessions: int = 50, ready: float = 20.0, spread: float = 10.0, first
         home = Path(tmp) / "home"
         home.mkdir()
         env = clean_env(home, LIBTV_POLL_INTERVAL_SECONDS=str(first), LIBTV_MAX_POLL_INTERVAL_SECONDS=str(cap),
-                        LIBTV_WAIT_TIMEOUT_SECONDS="600", **sim.env())
+                        LIBTV_WAIT_TIMEOUT_SECONDS="600", LIBTV_WAITER="process", **sim.env())
         run(CLI + ["setup", "--api-key", Simulator.GATEWAY_KEY], env)
         chats = [f"oc_bench_{i:03d}" for i in range(sessions)]
         # One scenario per session, picked by the "[sim:...]" tag in its words.
@@ -111,12 +116,12 @@ def measure(sessions: int = 50, ready: float = 20.0, spread: float = 10.0, first
         if chat in sent_at:
             latencies.append(sent_at[chat] - ready_at)
         # The schedule, from this waiter's first poll: the first poll at or after "ready" is the one that sees it.
-        schedule = _poll_times(first, cap, ready_at - gets[0] + cap + 1) if gets else []
+        schedule = poll_times(first, cap, ready_at - gets[0] + cap + 1) if gets else []
         due = next((i + 1 for i, t in enumerate(schedule) if gets and gets[0] + t >= ready_at), None)
         allowed_excess.append(len(gets) - due if due else 0)
     feishu = sum(1 for r in requests if r.path.startswith("/open-apis/"))
     cdn = sum(1 for r in requests if r.path.startswith("/cdn/"))
-    theory = [t_next - t_ready for t_ready, t_next in _theoretical(readies, first, cap)]
+    theory = [t_next - t_ready for t_ready, t_next in theoretical(readies, first, cap)]
     n, rss, pss, uss = peak
     delivered = len(latencies)
     return [
@@ -138,11 +143,11 @@ def measure(sessions: int = 50, ready: float = 20.0, spread: float = 10.0, first
     ]
 
 
-def _theoretical(readies: List[float], first: float, cap: float) -> List[Tuple[float, float]]:
+def theoretical(readies: List[float], first: float, cap: float) -> List[Tuple[float, float]]:
     """(ready, next poll) pairs if each waiter's first poll came at its session's creation."""
     out = []
     for r in readies:
-        out.append((r, next(t for t in _poll_times(first, cap, r + cap + 1) if t >= r)))
+        out.append((r, next(t for t in poll_times(first, cap, r + cap + 1) if t >= r)))
     return out
 
 
