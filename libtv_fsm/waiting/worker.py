@@ -171,7 +171,9 @@ class HomeWorker:
 
     def _wait(self, now: float) -> None:
         timeout = TICK
-        if self.heap and not self.stopping:
+        # With every thread busy a due step cannot start anyway: wait for one to finish (it wakes
+        # this at once) instead of spinning on a zero timeout against the threads for the GIL.
+        if self.heap and not self.stopping and len(self.running) < self.concurrency:
             timeout = min(timeout, max(0.0, self.heap[0][0] - now))
         try:
             sid, outcome = self.results.get(timeout=timeout)
