@@ -26,6 +26,39 @@ class Row(dict):
                          verdict="INFO" if ok is None else ("PASS" if ok else "FAIL"), note=note)
 
 
+def markdown(rows: Sequence[Row], command: str, started: float) -> str:
+    """The verdict table every bench prints, headed by where, when and how long it was measured."""
+    import platform
+
+    lines = [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, in {time.monotonic() - started:.0f} s ({command}).",
+        "",
+        "| verdict | what | figure | target | how |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r["verdict"], r["what"], r["figure"], r["target"], r["note"]]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def schedule_main(measure: Any, sessions: int, ready: float) -> int:
+    """The command line of a bench that submits sessions on a short poll schedule (waiters, worker_scale)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sessions", type=int, default=sessions)
+    ap.add_argument("--ready", type=float, default=ready)
+    ap.add_argument("--spread", type=float, default=10.0)
+    ap.add_argument("--first", type=float, default=1.0)
+    ap.add_argument("--cap", type=float, default=4.0)
+    a = ap.parse_args()
+    for row in measure(a.sessions, a.ready, a.spread, a.first, a.cap):
+        print(f"{row['verdict']:<5} {row['what']}\n      {row['figure']}   target: {row['target']}   ({row['note']})")
+    return 0
+
+
 def clean_env(home: Path, **extra: str) -> Dict[str, str]:
     """The developer's environment without anything that could point the CLI elsewhere; no upstream reachable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Row, clean_env, home_pids, memory, percentile, stop  # noqa: E402
+from common import Row, clean_env, home_pids, markdown, memory, percentile, stop  # noqa: E402
 
 # Targets of issue 14 (ours / peer).
 TARGET_MEMORY = 0.25
@@ -383,19 +382,9 @@ def measure(peer: Path, runs: int = 15, sessions: int = 20, ready: float = 30.0,
 
 
 def table(rows: List[Row], started: float, runs: int) -> str:
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, in {time.monotonic() - started:.0f} s "
-        f"(`{' '.join(['python bench/peer_compare.py', *sys.argv[1:]])}`"
-        + (", PEER_SCRIPT from the environment)." if os.environ.get("PEER_SCRIPT") else ")."),
-        "",
-        "| verdict | what | figure | target | how |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cells = [r["verdict"], r["what"], r["figure"], r["target"], r["note"]]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+    command = f"`{' '.join(['python bench/peer_compare.py', *sys.argv[1:]])}`" + (
+        ", PEER_SCRIPT from the environment" if os.environ.get("PEER_SCRIPT") else "")
+    return markdown(rows, command, started)
 
 
 def main() -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Callable, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import Row  # noqa: E402
+from common import Row, markdown  # noqa: E402
 
 
 def sections(quick: bool) -> List[Callable[[], List[Row]]]:
@@ -53,17 +52,7 @@ def main() -> int:
     for measure in sections(quick):
         rows.extend(measure())
         print(f"... {len(rows)} rows, {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
-    lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, in {time.monotonic() - started:.0f} s (`bench/run{' --quick' if quick else ''}`).",
-        "",
-        "| verdict | what | figure | target | how |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        cells = [r["verdict"], r["what"], r["figure"], r["target"], r["note"]]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    text = "\n".join(lines) + "\n"
+    text = markdown(rows, f"`bench/run{' --quick' if quick else ''}`", started)
     print(text)
     (Path(__file__).resolve().parent / "latest.md").write_text(text, encoding="utf-8")
     return 0

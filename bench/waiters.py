@@ -12,7 +12,6 @@ ready --ready to --ready+spread seconds after its creation on the simulator's cl
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import re
@@ -24,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from common import CLI, Row, clean_env, percentile, run
+from common import CLI, Row, clean_env, percentile, run, schedule_main
 
 RSS_LIMIT_MIB = 20.0
 
@@ -152,16 +151,7 @@ def theoretical(readies: List[float], first: float, cap: float) -> List[Tuple[fl
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sessions", type=int, default=50)
-    ap.add_argument("--ready", type=float, default=20.0)
-    ap.add_argument("--spread", type=float, default=10.0)
-    ap.add_argument("--first", type=float, default=1.0)
-    ap.add_argument("--cap", type=float, default=4.0)
-    a = ap.parse_args()
-    for row in measure(a.sessions, a.ready, a.spread, a.first, a.cap):
-        print(f"{row['verdict']:<5} {row['what']}\n      {row['figure']}   target: {row['target']}   ({row['note']})")
-    return 0
+    return schedule_main(measure, sessions=50, ready=20.0)
 
 
 if __name__ == "__main__":

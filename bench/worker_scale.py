@@ -12,7 +12,6 @@ included) is stopped at the end; nothing leaves 127.0.0.1.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import statistics
@@ -26,7 +25,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import CLI, Row, clean_env, home_pids, memory, percentile, run, stop  # noqa: E402
+from common import CLI, Row, clean_env, home_pids, memory, percentile, run, schedule_main, stop  # noqa: E402
 from waiters import theoretical  # noqa: E402
 
 RSS_LIMIT_MIB = 20.0  # per in-flight session, as for the per-session waiters (bench/waiters.py)
@@ -205,16 +204,7 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sessions", type=int, default=200)
-    ap.add_argument("--ready", type=float, default=40.0)
-    ap.add_argument("--spread", type=float, default=10.0)
-    ap.add_argument("--first", type=float, default=1.0)
-    ap.add_argument("--cap", type=float, default=4.0)
-    a = ap.parse_args()
-    for row in measure(a.sessions, a.ready, a.spread, a.first, a.cap):
-        print(f"{row['verdict']:<5} {row['what']}\n      {row['figure']}   target: {row['target']}   ({row['note']})")
-    return 0
+    return schedule_main(measure, sessions=200, ready=40.0)
 
 
 if __name__ == "__main__":
