@@ -404,7 +404,13 @@ class _SessionLock:
 
     def release(self) -> None:
         try:
-            self.conn.close()  # the server drops the session's advisory locks with it
+            # Let go at once: closing alone frees the lock only when the server process has exited,
+            # a moment later, and the next job of the session may already be asking for it.
+            self.conn.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass
+        try:
+            self.conn.close()  # the server drops the session's advisory locks with it (also when we die)
         except psycopg.Error:
             pass
 
