@@ -281,8 +281,9 @@ async def _sweep_stalled(app: Any, settings: QueueSettings, stop: asyncio.Event)
                 try:
                     await app.job_manager.retry_job(job)
                     print(f"queue: job {job.id} of session {job.lock} stalled; back in the queue", file=sys.stderr)
-                except exceptions.AlreadyEnqueued:
-                    # It had deferred its successor before dying: that one carries the session on.
+                except (exceptions.AlreadyEnqueued, exceptions.UniqueViolation):
+                    # It had deferred its successor before dying (the queueing lock refuses a second
+                    # waiting job): that one carries the session on once this one is closed.
                     await app.job_manager.finish_job(job, status=_failed(), delete_job=False)
         except Exception as err:  # the database restarting: the next sweep tries again
             print(f"queue: stalled-job sweep failed: {err}", file=sys.stderr)
