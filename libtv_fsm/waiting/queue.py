@@ -47,6 +47,21 @@ QUEUE = "libtv"
 # A job that finds the claim held (a `wait-and-deliver` works the session) looks again this much later.
 BUSY_RETRY_SECONDS = 5.0
 CLAIM_WAIT_SECONDS = 0.25
+# A step that raises is tried again this many times, 5 s more apart each time (about 6 hours in all).
+RETRY_ATTEMPTS = 50
+
+# A job that is still 'doing' while its successor has been due this long has done its work (deferring
+# the successor is a job's last act) but its end was never recorded: the database went away as the
+# worker wrote it. It is closed, so that the lock lets the successor run.
+ORPHANS = """
+UPDATE procrastinate_jobs AS j SET status = 'succeeded'
+WHERE j.task_name = %(task)s AND j.status = 'doing' AND EXISTS (
+    SELECT 1 FROM procrastinate_jobs AS t
+    WHERE t.lock = j.lock AND t.status = 'todo' AND t.id > j.id
+      AND coalesce(t.scheduled_at, (SELECT min(e.at) FROM procrastinate_events AS e WHERE e.job_id = t.id), now())
+          < now() - make_interval(secs => %(seconds)s))
+RETURNING j.id, j.lock
+"""
 
 
 class QueueSettings:
@@ -259,8 +274,12 @@ def _next(rt: _Runtime, session_id: str, context: Mapping[str, Any], start: bool
 def _worker_app(url: str) -> Any:
     from procrastinate import App, PsycopgConnector
 
+    from procrastinate import RetryStrategy
+
     app = App(connector=PsycopgConnector(conninfo=url))
-    app.task(name=TASK, queue=QUEUE)(run_step)
+    # A step that raised (the database gone for longer than the journal's retries, a bug) is run
+    # again later, as after a crash: the session's chain of jobs must not end on an error.
+    app.task(name=TASK, queue=QUEUE, retry=RetryStrategy(max_attempts=RETRY_ATTEMPTS, linear_wait=5))(run_step)
     return app
 
 
@@ -285,6 +304,8 @@ async def _sweep_stalled(app: Any, settings: QueueSettings, stop: asyncio.Event)
                     # It had deferred its successor before dying (the queueing lock refuses a second
                     # waiting job): that one carries the session on once this one is closed.
                     await app.job_manager.finish_job(job, status=_failed(), delete_job=False)
+            for row in await app.connector.execute_query_all_async(query=ORPHANS, task=TASK, seconds=settings.stalled):
+                print(f"queue: job {row['id']} of session {row['lock']} had ended unrecorded; closed", file=sys.stderr)
         except Exception as err:  # the database restarting: the next sweep tries again
             print(f"queue: stalled-job sweep failed: {err}", file=sys.stderr)
 
