@@ -169,13 +169,15 @@ def defer_on_submit(store: Any) -> None:
     """
     journal = store.journal
     _ensure_schema(journal.url)
+    if any(getattr(h, "queues_first_step", False) for h in journal.append_hooks):
+        return  # already hooked: once is enough
 
     def hook(conn: Any, session_id: str, bodies: Sequence[Mapping[str, Any]]) -> None:
         if any(body.get("type") == "submitted" for body in bodies):
             _defer(conn, journal.url, session_id, {}, True)
 
-    if hook not in journal.append_hooks:
-        journal.append_hooks.append(hook)
+    hook.queues_first_step = True  # type: ignore[attr-defined]
+    journal.append_hooks.append(hook)
 
 
 def queued_jobs(url: str, session_id: Optional[str] = None) -> List[Dict[str, Any]]:
