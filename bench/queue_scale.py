@@ -181,6 +181,8 @@ def main() -> int:
             print(f"rows: libtv_events {sizes[0]} ({sizes[1] / 2**20:.1f} MiB), procrastinate_jobs {sizes[2]} "
                   f"({sizes[3] / 2**20:.1f} MiB), procrastinate_events {sizes[4]} ({sizes[5] / 2**20:.1f} MiB); "
                   f"database {sizes[6] / 2**20:.0f} MiB")
+            jobs = query(url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1 ORDER BY 1")
+            print(f"jobs left by status: {dict(jobs)}")
     finally:
         for pr in procs:
             if pr.poll() is None:
