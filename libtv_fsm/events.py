@@ -174,6 +174,8 @@ class WaiterStarted(Event):
 
     trigger: ClassVar[str] = "note_waiter"
     pid: int = 0
+    # The runner's host (a queue worker may run anywhere); empty for a local waiter.
+    host: str = ""
 
 
 @attr.frozen(kw_only=True)

@@ -102,6 +102,9 @@ class PostgresJournal(Journal):
         self._ready = False
         # One connection per journal, used by one thread at a time (a transaction must not interleave).
         self._mutex = threading.RLock()
+        # Called inside an append's transaction, on its connection, after its rows: (conn, session_id, bodies).
+        # What they write commits with the events or not at all (the task queue's first job: waiting/queue.py).
+        self.append_hooks: List[Callable[["psycopg.Connection[Tuple[Any, ...]]", str, List[Dict[str, Any]]], None]] = []
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -159,6 +162,10 @@ class PostgresJournal(Journal):
                         raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(cause)}") from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+
+    def with_connection(self, work: Callable[["psycopg.Connection[Tuple[Any, ...]]"], T]) -> T:
+        """Run ``work`` on the journal's connection (autocommit), reconnecting as reads do (the task queue's defers)."""
+        return self._call(work)
 
     def migrate(self) -> Tuple[int, int]:
         """Create or upgrade the schema; (version before, version now). Re-runnable."""
@@ -271,6 +278,8 @@ class PostgresJournal(Journal):
                     got = conn.execute(f"INSERT INTO {EVENTS} (session_id, seq, body) VALUES (%s, %s, %s) RETURNING position",
                                        (session_id, body["seq"], Jsonb(body))).fetchone()
                     last = int(got[0]) if got else last
+                for hook in self.append_hooks:
+                    hook(conn, session_id, bodies)
                 conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(last)))
         except pg_errors.UniqueViolation:
             raise ConcurrencyConflict(f"Session {session_id} changed meanwhile (another process wrote seq "
@@ -395,7 +404,13 @@ class _SessionLock:
 
     def release(self) -> None:
         try:
-            self.conn.close()  # the server drops the session's advisory locks with it
+            # Let go at once: closing alone frees the lock only when the server process has exited,
+            # a moment later, and the next job of the session may already be asking for it.
+            self.conn.execute("SELECT pg_advisory_unlock_all()")
+        except psycopg.Error:
+            pass
+        try:
+            self.conn.close()  # the server drops the session's advisory locks with it (also when we die)
         except psycopg.Error:
             pass
 
