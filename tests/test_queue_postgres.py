@@ -34,7 +34,8 @@ class Host:
     def start(self, env: Optional[Dict[str, str]] = None, concurrency: int = 4) -> "Host":
         full = dict(self.cli.env)
         full.update(env or {})
-        self.proc = subprocess.Popen([sys.executable, "-m", "libtv_fsm.waiting.queue", "worker",
+        # `libtv-video worker` with a database journal runs queue workers (CONTRACT section 9).
+        self.proc = subprocess.Popen([sys.executable, "-m", "libtv_fsm", "worker",
                                       "--concurrency", str(concurrency)], env=full, cwd=str(self.home),
                                      stdout=subprocess.DEVNULL, stderr=open(self.home / "worker.err", "wb"))
         return self
@@ -167,6 +168,25 @@ def test_a_submission_commits_with_its_first_job_and_a_worker_delivers_it(hosts,
     host.start()
     wait_delivered(pg_url, [sid], 20, [host])
     assert sends(sim) == {"total": 1, "distinct": 1}
+
+
+def test_create_session_in_database_mode_queues_its_job_and_starts_no_local_process(hosts, sim, pg_url):
+    from libtv_fsm.waiting.queue import queued_jobs
+
+    [host] = hosts(1)
+    migrated = host.cli("db", "migrate")
+    assert migrated.code == 0 and "Task queue schema" in migrated.out, migrated
+    ran = host.cli("create-session", "a cat surfing", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0 and ran.json()["deliverable"] is True, ran
+    sid = ran.json()["sessionId"]
+    assert [(j["session_id"], j["status"]) for j in queued_jobs(pg_url)] == [(sid, "todo")]
+    # No home worker and no per-session waiter: the session is a row of the queue, not a process.
+    assert not (host.home / "libtv-worker.pid").exists() and not list(host.home.glob("libtv-waiter-*.log"))
+    host.start()
+    wait_delivered(pg_url, [sid], 30, [host])
+    assert sends(sim) == {"total": 1, "distinct": 1}
+    recovered = host.cli("recover", "--json")  # a delivered session: recover queues nothing more
+    assert recovered.code == 0 and queued_jobs(pg_url, sid) == [], recovered
 
 
 def test_a_session_never_has_two_jobs_waiting(sim, pg_url, tmp_path, monkeypatch):

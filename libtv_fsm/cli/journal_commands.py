@@ -41,6 +41,9 @@ def db_migrate(args: argparse.Namespace) -> int:
     finally:
         journal.close()
     say(f"Journal schema at version {now}" + (f" (was {before})" if before != now else " (already current)"))
+    from libtv_fsm.waiting.queue import migrate_queue
+
+    say("Task queue schema " + ("created" if migrate_queue(url) else "already there"))
     return 0
 
 

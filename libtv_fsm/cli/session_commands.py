@@ -110,8 +110,12 @@ def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any =
     # The user's words go to the journal as they are; upstream gets them with the hints.
     relayed = relayed_message(text, backend.auth_mode, ratio, model_hint)
     target = resolve_target(args.channel, args.chat_id, env, http=backend.session)
-    session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     mode = worker_mode(env)
+    if mode == "queue":
+        from libtv_fsm.waiting.queue import defer_on_submit
+
+        defer_on_submit(store)  # the submission and its first job commit together; no local process
+    session, _ = submit(store, backend, text, relayed, session_id=args.session_id, target=target)
     if mode == "process":
         spawn_waiter(store.home, session.session_id, env)
     elif successor:
@@ -215,9 +219,18 @@ def recover(args: argparse.Namespace) -> int:
     mode = worker_mode(os.environ)
     wanted = []
 
+    if mode == "queue":
+        from libtv_fsm.waiting.queue import defer_first_step, defer_on_submit
+
+        defer_on_submit(store)  # an intent finished below commits its first job with it
+
     def spawn(sid: str) -> int:
         if mode == "process":
             return spawn_waiter(store.home, sid)
+        if mode == "queue":
+            resume_timed_out(store, sid)
+            defer_first_step(store, sid)  # False when the session already has a job: nothing to do
+            return 0
         # The home worker does not resume a timed-out session by itself: recover does, here.
         resume_timed_out(store, sid)
         wanted.append(sid)

@@ -44,6 +44,16 @@ def worker(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1:
         raise InputError("--concurrency must be at least 1")
+    from libtv_fsm.cli.session_commands import journal_url
+
+    if journal_url(os.environ):
+        # A database journal: serve its task queue (CONTRACT section 9); any number, on any host.
+        import logging
+
+        from libtv_fsm.waiting.queue import run_queue_workers
+
+        logging.basicConfig(level=logging.WARNING)
+        return run_queue_workers(os.environ, args.concurrency)
     seconds = idle_exit(args.idle_exit, os.environ)
     store = open_store()
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None

@@ -34,11 +34,14 @@ def socket_path(home: str) -> Optional[str]:
 
 
 def worker_mode(env: Mapping[str, str]) -> str:
-    """"skip" (start nothing), "process" (one `wait-and-deliver` per session) or "worker" (the home worker)."""
+    """"skip" (start nothing), "process" (one `wait-and-deliver` per session), "queue" (a job on the
+    database's task queue, when LIBTV_JOURNAL_URL is set: CONTRACT section 9) or "worker" (the home worker)."""
     if env.get("LIBTV_SKIP_BACKGROUND_WAITER", "").strip().lower() in ("1", "true", "yes"):
         return "skip"
     if env.get("LIBTV_WAITER", "").strip().lower() == "process":
         return "process"
+    if env.get("LIBTV_JOURNAL_URL", "").strip():
+        return "queue"
     return "worker"
 
 
