@@ -128,9 +128,9 @@ def event_types(url: str, sid: str) -> List[str]:
 
 def test_three_queue_workers_deliver_every_session_once(hosts, sim, pg_url, tmp_path, monkeypatch):
     workers = [h.start() for h in hosts(3)]
-    sids = submit_sessions(pg_url, tmp_path / "creator", sim, 20, monkeypatch)
-    wait_delivered(pg_url, sids, 20, workers)
-    assert sends(sim) == {"total": 20, "distinct": 20}
+    sids = submit_sessions(pg_url, tmp_path / "creator", sim, 50, monkeypatch)
+    wait_delivered(pg_url, sids, 60, workers)
+    assert sends(sim) == {"total": 50, "distinct": 50}
     from libtv_fsm.waiting.queue import queued_jobs
 
     assert queued_jobs(pg_url) == []  # a finished session leaves no job behind
