@@ -19,6 +19,10 @@ from common import Row, open_store
 WRITERS = 8
 
 
+class WritersFailed(RuntimeError):
+    """A writer process raised (e.g. a conflict it could not resolve): no rate for that measurement."""
+
+
 def _submit(store, sid: str) -> None:  # type: ignore[no-untyped-def]
     from libtv_fsm import events as ev
 
@@ -44,8 +48,10 @@ def _parallel(home: str, url: Optional[str], sids: List[str], appends: int) -> f
     for p in procs:
         p.start()
     for p in procs:
-        p.join()
-        assert p.exitcode == 0
+        p.join()  # all of them, before anything is checked: none is left writing
+    failed = sum(1 for p in procs if p.exitcode != 0)
+    if failed:
+        raise WritersFailed(f"{failed} of {len(procs)} writer processes raised (traceback above)")
     return len(sids) * appends / (time.time() - start)
 
 
@@ -57,10 +63,15 @@ def rates(home: str, url: Optional[str] = None, appends: int = 200) -> "dict[str
     store.journal.close()  # the writers are forked: none inherits an open connection
     one = _parallel(home, url, ["one"], appends)
     own = _parallel(home, url, [f"own{i}" for i in range(WRITERS)], appends // 2)
-    shared = _parallel(home, url, ["shared"] * WRITERS, appends // 4)
-    store = open_store(home, url)
-    assert store.load("shared").version == 1 + WRITERS * (appends // 4)  # none lost, none doubled
-    store.journal.close()
+    try:
+        shared = _parallel(home, url, ["shared"] * WRITERS, appends // 4)
+    except WritersFailed as e:
+        print(f"{WRITERS} writers on one session: {e}", file=sys.stderr)
+        shared = float("nan")  # reported as failed, not as a rate
+    else:
+        store = open_store(home, url)
+        assert store.load("shared").version == 1 + WRITERS * (appends // 4)  # none lost, none doubled
+        store.journal.close()
     return {"one": one, "own": own, "shared": shared}
 
 

@@ -63,7 +63,6 @@ def main() -> int:
         rounds["jsonl"].append(one_round(None, a.appends, a.sessions, a.runs))
         with pg_schema(a.url) as url:  # a fresh schema each round, as a fresh home
             rounds["pg"].append(one_round(url, a.appends, a.sessions, a.runs))
-    med = {store: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for store, rs in rounds.items()}
     w = journal_rate.WRITERS
     lines = [
         (f"`SessionStore.record`, 1 process: appends/s", "one"),
@@ -72,6 +71,15 @@ def main() -> int:
         (f"`load` ({a.sessions} sessions x 12 events, read + parse + replay): sessions/s", "load_sessions"),
         (f"`load`: events/s", "load_events"),
     ]
+
+    def med(store: str, key: str) -> Optional[float]:
+        ok = [r[key] for r in rounds[store] if r[key] == r[key]]  # NaN: a writer failed in that round
+        return statistics.median(ok) if ok else None
+
+    def cell(store: str, key: str) -> str:
+        m, bad = med(store, key), sum(1 for r in rounds[store] if r[key] != r[key])
+        return ("failed" if m is None else f"{m:,.0f}") + (f" (writers failed in {bad} of {a.rounds} rounds)" if bad else "")
+
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, medians of {a.rounds} "
           f"alternating rounds, {time.monotonic() - started:.0f} s, 1-min load {load0:.1f} -> {os.getloadavg()[0]:.1f}; "
           f"PostgreSQL {server} (loopback)")
@@ -79,8 +87,8 @@ def main() -> int:
     print("| what | JSONL | PostgreSQL | PG / JSONL |")
     print("|---|---|---|---|")
     for what, key in lines:
-        j, p = med["jsonl"][key], med["pg"][key]
-        print(f"| {what} | {j:,.0f} | {p:,.0f} | {p / j:.2f}x |")
+        j, p = med("jsonl", key), med("pg", key)
+        print(f"| {what} | {cell('jsonl', key)} | {cell('pg', key)} | {f'{p / j:.2f}x' if j and p else '-'} |")
     print()
     for store, rs in rounds.items():
         print(f"rounds {store}: " + "; ".join(", ".join(f"{k} {v:,.0f}" for k, v in r.items()) for r in rs))
