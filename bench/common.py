@@ -76,18 +76,29 @@ class pg_schema:
 
     def __enter__(self) -> str:
         import psycopg
-        from urllib.parse import quote
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from pg import schema_url  # the tests' way of pointing every connection at one schema
 
         with psycopg.connect(self.base, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {self.name}")
-        sep = "&" if "?" in self.base else "?"
-        return f"{self.base}{sep}options={quote(f'-csearch_path={self.name}')}"
+        return schema_url(self.base, self.name)
 
     def __exit__(self, *exc: Any) -> None:
         import psycopg
 
         with psycopg.connect(self.base, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {self.name} CASCADE")
+
+
+def database_url(ap: Any) -> Optional[str]:
+    """Parse ``ap`` with a --url option (default LIBTV_TEST_DATABASE_URL); None, after saying how to get one, if unset."""
+    ap.add_argument("--url", default=os.environ.get("LIBTV_TEST_DATABASE_URL"),
+                    help="postgresql://... (default $LIBTV_TEST_DATABASE_URL)")
+    url = ap.parse_args().url
+    if not url:
+        print("set LIBTV_TEST_DATABASE_URL or --url (eval \"$(tests/toolchain/postgres.sh start)\")", file=sys.stderr)
+    return url
 
 
 def clean_env(home: Path, **extra: str) -> Dict[str, str]:

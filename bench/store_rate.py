@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import journal_rate  # noqa: E402
 import replay_rate  # noqa: E402
-from common import open_store, pg_schema  # noqa: E402
+from common import database_url, open_store, pg_schema  # noqa: E402
 
 
 def one_round(url: Optional[str], appends: int, sessions: int, runs: int) -> Dict[str, float]:
@@ -43,15 +43,13 @@ def one_round(url: Optional[str], appends: int, sessions: int, runs: int) -> Dic
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default=os.environ.get("LIBTV_TEST_DATABASE_URL"))
     ap.add_argument("--appends", type=int, default=200)
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
-    a = ap.parse_args()
-    if not a.url:
-        print("set LIBTV_TEST_DATABASE_URL or --url (eval \"$(tests/toolchain/postgres.sh start)\")", file=sys.stderr)
+    if not database_url(ap):
         return 2
+    a = ap.parse_args()
     import psycopg
 
     with psycopg.connect(a.url) as conn:  # JSONL fsyncs every append; say whether the server does

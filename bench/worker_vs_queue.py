@@ -19,22 +19,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import worker_scale  # noqa: E402
-from common import pg_schema  # noqa: E402
+from common import database_url, pg_schema  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default=os.environ.get("LIBTV_TEST_DATABASE_URL"))
     ap.add_argument("--sessions", type=int, default=200)
     ap.add_argument("--ready", type=float, default=40.0)
     ap.add_argument("--spread", type=float, default=10.0)
     ap.add_argument("--first", type=float, default=1.0)
     ap.add_argument("--cap", type=float, default=4.0)
     ap.add_argument("--concurrency", type=int, default=8)
-    a = ap.parse_args()
-    if not a.url:
-        print("set LIBTV_TEST_DATABASE_URL or --url (eval \"$(tests/toolchain/postgres.sh start)\")", file=sys.stderr)
+    if not database_url(ap):
         return 2
+    a = ap.parse_args()
     args = (a.sessions, a.ready, a.spread, a.first, a.cap)
     started = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     home = worker_scale.measure(*args, label="home worker", concurrency=a.concurrency)
