@@ -59,6 +59,48 @@ def schedule_main(measure: Any, sessions: int, ready: float) -> int:
     return 0
 
 
+def open_store(home: Any, url: Optional[str] = None) -> Any:
+    """The SessionStore of ``home``: its JSONL files, or the database ``url`` names (the rest of the home stays local)."""
+    from libtv_fsm.store import SessionStore
+
+    return SessionStore.from_url(url, home) if url else SessionStore(home)
+
+
+class pg_schema:
+    """A new schema in the database ``base`` names, dropped on exit; ``with pg_schema(base) as url`` gives a URL into it."""
+
+    def __init__(self, base: str, prefix: str = "bench_") -> None:
+        import uuid
+
+        self.base, self.name = base, prefix + uuid.uuid4().hex[:8]
+
+    def __enter__(self) -> str:
+        import psycopg
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from pg import schema_url  # the tests' way of pointing every connection at one schema
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {self.name}")
+        return schema_url(self.base, self.name)
+
+    def __exit__(self, *exc: Any) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {self.name} CASCADE")
+
+
+def database_url(ap: Any) -> Optional[str]:
+    """Parse ``ap`` with a --url option (default LIBTV_TEST_DATABASE_URL); None, after saying how to get one, if unset."""
+    ap.add_argument("--url", default=os.environ.get("LIBTV_TEST_DATABASE_URL"),
+                    help="postgresql://... (default $LIBTV_TEST_DATABASE_URL)")
+    url = ap.parse_args().url
+    if not url:
+        print("set LIBTV_TEST_DATABASE_URL or --url (eval \"$(tests/toolchain/postgres.sh start)\")", file=sys.stderr)
+    return url
+
+
 def clean_env(home: Path, **extra: str) -> Dict[str, str]:
     """The developer's environment without anything that could point the CLI elsewhere; no upstream reachable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUB)}

@@ -1,6 +1,9 @@
 """The home worker at scale: N sessions in flight on ONE `libtv-video worker` (CONTRACT 8), against the simulator.
 
 Usage: python bench/worker_scale.py [--sessions 200] [--ready 40] [--spread 10] [--first 1] [--cap 4]
+measure(..., url=postgresql://...) runs the same sessions on the task queue instead (CONTRACT 9):
+the journal in that database, ONE `libtv-video worker --concurrency 8` process started first (it
+runs queue workers), create-session starting nothing; bench/worker_vs_queue.py runs both.
 
 N `create-session` calls (4 at a time; the first starts the worker detached, the others find it
 alive), each ready --ready to --ready+spread seconds after its creation on the simulator's clock,
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +64,7 @@ def _serving(home: Path) -> Optional[int]:
 
 
 def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, first: float = 1.0, cap: float = 4.0,
-            label: str = "home worker") -> List[Row]:
+            label: str = "home worker", url: Optional[str] = None, concurrency: int = 8) -> List[Row]:
     from libtv_fsm.backoff import delay
     from libtv_fsm.sim import Simulator
     from libtv_fsm.sim.scenarios import Scenario
@@ -75,6 +79,13 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
         env = clean_env(home, LIBTV_POLL_INTERVAL_SECONDS=str(first), LIBTV_MAX_POLL_INTERVAL_SECONDS=str(cap),
                         LIBTV_WAIT_TIMEOUT_SECONDS="900", **sim.env())
         run(CLI + ["setup", "--api-key", Simulator.GATEWAY_KEY], env)
+        queue_worker: Optional["subprocess.Popen[bytes]"] = None
+        if url:  # the queue: one worker process, started before any submission, serving the database's jobs
+            env["LIBTV_JOURNAL_URL"] = url
+            run(CLI + ["db", "migrate"], env)
+            queue_worker = subprocess.Popen(CLI + ["worker", "--concurrency", str(concurrency)], env=env, cwd=str(home),
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                            stderr=open(home / "queue-worker.err", "wb"))
         chats = [f"oc_wbench_{i:04d}" for i in range(sessions)]
         for i, seconds in enumerate(readies):
             sim.scenarios[f"wb{i}"] = Scenario(ready_after_seconds=seconds)
@@ -103,7 +114,7 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
                         workers.add(pid)
                     elif b"\0wait-and-deliver\0" in line:
                         others.add(pid)
-                serving = _serving(home)
+                serving = queue_worker.pid if queue_worker else _serving(home)
                 if serving is not None and serving in workers:
                     served.add(serving)
                     used = _cpu_seconds(serving)
@@ -127,6 +138,8 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
             pool.shutdown(wait=True)
             left = home_pids(home)
             stop(left)
+            if queue_worker:
+                queue_worker.wait(timeout=10)  # stopped above (it is in the home); reaped here
             load_after = os.getloadavg()
         with sim.lock:
             by_id = {s.id: s for s in sim.sessions.values()}
@@ -193,6 +206,7 @@ def measure(sessions: int = 200, ready: float = 40.0, spread: float = 10.0, firs
         Row(f"{label}: create-session x{sessions} (4 at a time)",
             f"{submit_seconds or 0:.1f} s; median {statistics.median(took) * 1000:.0f} ms, "
             f"p95 {percentile(took, 0.95) * 1000:.0f} ms" if took else "none", "", None,
+            "the queue worker was started first; create-session commits the first job" if url else
             "the first starts the worker; the others submit through it"),
         Row(f"{label}: delivered exactly once (chat messages per session at the simulated Feishu)",
             f"{once}/{sessions} once; twice or more: {len(twice)}; none: {len(missing)}",
