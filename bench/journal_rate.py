@@ -2,8 +2,9 @@
 
 Usage: python bench/journal_rate.py [--appends N] [--url postgresql://...]
 Every append goes through SessionStore.record (replay, check against the machine, append
-under the session's lock with the expected version, fsync), as the waiter writes. With --url, the journal is that database (SessionStore.from_url) instead
-of the home's JSONL files; bench/store_rate.py runs both side by side.
+under the session's lock with the expected version, fsync), as the waiter writes. With --url,
+the journal is that database (SessionStore.from_url) instead of the home's JSONL files;
+bench/store_rate.py runs both side by side.
 """
 from __future__ import annotations
 

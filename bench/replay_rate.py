@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 from datetime import timedelta
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 from common import open_store
 from libtv_fsm import events as ev

@@ -63,11 +63,11 @@ def main() -> int:
             rounds["pg"].append(one_round(url, a.appends, a.sessions, a.runs))
     w = journal_rate.WRITERS
     lines = [
-        (f"`SessionStore.record`, 1 process: appends/s", "one"),
+        ("`SessionStore.record`, 1 process: appends/s", "one"),
         (f"`SessionStore.record`, {w} processes on their own sessions: appends/s in total", "own"),
         (f"`SessionStore.record`, {w} processes on one session: appends/s in total", "shared"),
         (f"`load` ({a.sessions} sessions x 12 events, read + parse + replay): sessions/s", "load_sessions"),
-        (f"`load`: events/s", "load_events"),
+        ("`load`: events/s", "load_events"),
     ]
 
     def med(store: str, key: str) -> Optional[float]:

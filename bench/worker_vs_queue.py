@@ -40,7 +40,7 @@ def main() -> int:
         queue = worker_scale.measure(*args, label="queue", url=url, concurrency=a.concurrency)
     print(f"{started}, {os.cpu_count()} CPUs, {a.sessions} sessions each, concurrency {a.concurrency}")
     print()
-    print(f"| what | home worker (JSONL) | queue (PostgreSQL, 1 worker process) |")
+    print("| what | home worker (JSONL) | queue (PostgreSQL, 1 worker process) |")
     print("|---|---|---|")
     for h, q in zip(home, queue):
         what = h["what"].split(": ", 1)[1]
