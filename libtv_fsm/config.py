@@ -70,6 +70,20 @@ class Route:
     base_url: str
 
 
+def env_number(env: Mapping[str, str], name: str, default: Any, cast: Any = float) -> Any:
+    """A numeric setting from the environment: ``default`` when unset; a `❌` InputError when not a number or negative."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {raw[:20]!r}") from None
+    if value < 0:
+        raise InputError(f"{name} must not be negative")
+    return value
+
+
 def nexu_home(env: Mapping[str, str] = os.environ) -> Path:
     """`NEXU_HOME`, else `~/.nexu`; absolute, so a waiter started elsewhere finds the same folder."""
     raw = (env.get("NEXU_HOME") or "").strip()

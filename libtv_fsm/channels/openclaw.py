@@ -228,11 +228,9 @@ class OpenClawChannel(Channel):
                        done.returncode)
 
     def _timeout(self) -> float:
-        raw = (self.env.get("LIBTV_OPENCLAW_TIMEOUT_SECONDS") or "").strip()
-        try:
-            value = float(raw) if raw else SEND_TIMEOUT_SECONDS
-        except ValueError:
-            raise errors.InputError(f"LIBTV_OPENCLAW_TIMEOUT_SECONDS must be a number, got {raw[:20]!r}") from None
+        from libtv_fsm.config import env_number
+
+        value = env_number(self.env, "LIBTV_OPENCLAW_TIMEOUT_SECONDS", SEND_TIMEOUT_SECONDS)
         return value if value > 0 else SEND_TIMEOUT_SECONDS
 
 

@@ -20,16 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def idle_exit(flag: Optional[float], env: Mapping[str, str]) -> float:
+    from libtv_fsm.config import env_number
     from libtv_fsm.errors import InputError
 
-    if flag is not None:
-        value = flag
-    else:
-        raw = env.get(IDLE_EXIT_ENV, "").strip()
-        try:
-            value = float(raw) if raw else DEFAULT_IDLE_EXIT
-        except ValueError:
-            raise InputError(f"{IDLE_EXIT_ENV} must be a number, got {raw[:20]!r}") from None
+    value = flag if flag is not None else env_number(env, IDLE_EXIT_ENV, DEFAULT_IDLE_EXIT)
     if value < 0:
         raise InputError("--idle-exit must not be negative")
     return value

@@ -68,9 +68,10 @@ class QueueSettings:
     """The queue worker's timings, from the environment (seconds)."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
+        from libtv_fsm.config import env_number
+
         def number(name: str, default: float) -> float:
-            raw = env.get(name, "").strip()
-            return float(raw) if raw else default
+            return float(env_number(env, name, default))
 
         # How often a worker proves it is alive, and how long without proof before its jobs are taken over.
         self.heartbeat = number("LIBTV_QUEUE_HEARTBEAT_SECONDS", 10.0)

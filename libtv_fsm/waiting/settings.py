@@ -6,7 +6,6 @@ from typing import Any, Callable, Mapping, Optional
 import attr
 
 from libtv_fsm import backoff
-from libtv_fsm.errors import InputError
 
 # `wait-and-deliver` exit codes (CONTRACT section 4); a step's Finished carries one of them.
 EXIT_OK, EXIT_ERROR, EXIT_FAILED, EXIT_TIMEOUT, EXIT_BUSY = 0, 1, 3, 4, 5
@@ -24,17 +23,10 @@ class WaitSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "WaitSettings":
+        from libtv_fsm.config import env_number
+
         def number(name: str, default: Optional[float], cast: Callable[[str], Any] = float) -> Any:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = cast(raw)
-            except ValueError:
-                raise InputError(f"{name} must be a number, got {raw[:20]!r}") from None
-            if value < 0:
-                raise InputError(f"{name} must not be negative")
-            return value
+            return env_number(env, name, default, cast)
 
         return cls(
             first_interval=number("LIBTV_POLL_INTERVAL_SECONDS", backoff.DEFAULT_FIRST),
