@@ -72,25 +72,37 @@ def held_run_locks(root: str, run_locks: Mapping[int, str]) -> Optional[Set[str]
     return found
 
 
-def probe_one(root: str) -> Optional[Callable[[str], bool]]:
-    """Probe one session's run lock with a non-blocking flock (what filelock takes), or None without flock."""
+def flock_held(path: str) -> Optional[bool]:
+    """Whether another process holds a flock on ``path`` (what filelock takes), by a momentary
+    non-blocking try: False when free or absent; None where flock is missing or the file cannot be opened."""
     try:
         import fcntl
     except ImportError:
         return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # no lock file: nobody ever held it
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock we took
+    return False
+
+
+def probe_one(root: str) -> Optional[Callable[[str], bool]]:
+    """Probe one session's run lock with a non-blocking flock (what filelock takes), or None without flock."""
+    try:
+        import fcntl  # noqa: F401  (only whether the platform has it)
+    except ImportError:
+        return None
 
     def running(session_id: str) -> bool:
-        try:
-            fd = os.open(os.path.join(root, session_id + RUN_LOCK), os.O_RDONLY)
-        except OSError:
-            return False  # no lock file: no waiter ever ran
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)  # closing drops a lock we took
-        return False
+        return bool(flock_held(os.path.join(root, session_id + RUN_LOCK)))
 
     return running
 

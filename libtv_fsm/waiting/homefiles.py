@@ -46,26 +46,10 @@ def worker_mode(env: Mapping[str, str]) -> str:
 
 
 def worker_alive(home: str) -> Optional[bool]:
-    """Whether a worker holds the home's lock, seen from /proc/locks or a momentary probe; None: cannot tell here."""
-    lock = path(home, LOCK_NAME)
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        return False  # closing the descriptor below drops the probe's lock
-    finally:
-        os.close(fd)
+    """Whether a worker holds the home's lock, by a momentary probe; None: cannot tell here."""
+    from libtv_fsm.runlocks import flock_held
+
+    return flock_held(path(home, LOCK_NAME))
 
 
 def wake(home: str, name: str = WAKE_NAME) -> None:
