@@ -73,11 +73,6 @@ def fail(message: str) -> None:
     print(failure_line(message), flush=True)
 
 
-def not_implemented(args: argparse.Namespace) -> int:
-    fail(f"`{args.command}` is not implemented yet")
-    return 1
-
-
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
