@@ -247,3 +247,51 @@ def test_a_stale_or_a_too_new_expected_version_is_a_conflict(pg_url):
         with pytest.raises(ConcurrencyConflict):
             j.append("s1", [started(9)], expected)
     assert j.read("s1").version == 2
+
+
+def test_an_append_the_server_rolls_back_to_break_a_deadlock_is_a_conflict_and_decided_again(pg_url):
+    """Locks taken in the other order by another transaction: the server aborts the append; nothing was written,
+    so it is a ConcurrencyConflict that SessionStore.record retries, never a JournalError that loses the event."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE other_work (n integer)")
+    j = journal(pg_url)
+    store = SessionStore("/nonexistent-home", journal=j)
+    store.record("s1", ev.Submitted(at=T0, project_uuid="p", project_url="", text="t", message="t", auth_mode="nexu_gateway"))
+    calls = []
+
+    def hook(conn, session_id, bodies):  # the append holds the events table; now it wants other_work
+        calls.append(session_id)
+        # A server looks for a cycle once, deadlock_timeout into a wait: the append's look comes after the
+        # other transaction joined the cycle and before that one's own look, so the append is the victim.
+        conn.execute("SET LOCAL deadlock_timeout = '1s'")
+        conn.execute("LOCK TABLE other_work IN EXCLUSIVE MODE")
+
+    j.append_hooks.append(hook)
+    other = psycopg.connect(pg_url)  # a transaction, not autocommit
+    other.execute("SET deadlock_timeout = '10s'")
+    other.execute("LOCK TABLE other_work IN EXCLUSIVE MODE")
+    outcome = {}
+
+    def record():
+        try:
+            outcome["session"] = store.record("s1", started(7))
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = err
+
+    writer = threading.Thread(target=record)
+    writer.start()
+    with psycopg.connect(pg_url, autocommit=True) as watch:  # until the append waits for other_work
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not watch.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'other_work'::regclass").fetchone()[0]:
+            time.sleep(0.01)
+    other.execute("LOCK TABLE libtv_events IN EXCLUSIVE MODE")  # and this waits for the append: a cycle
+    other.commit()
+    other.close()
+    writer.join(30)
+    assert "error" not in outcome, f"the deadlock surfaced instead of being decided again: {outcome.get('error')!r}"
+    assert len(calls) == 2, f"the append ran {len(calls)} time(s): the server never broke a deadlock here"
+    assert [seq for seq, _ in rows(pg_url, "s1")] == [1, 2]
+    assert rows(pg_url, "s1")[1][1]["pid"] == 7 and outcome["session"].version == 2

@@ -262,7 +262,8 @@ class PostgresJournal(Journal):
 
     def _write(self, conn: "psycopg.Connection[Tuple[Any, ...]]", session_id: str, bodies: List[Dict[str, Any]],
                expected_version: int) -> None:
-        """One transaction: the rows, the seq check, the notification; a unique violation is a conflict."""
+        """One transaction: the rows, the seq check, the notification; a unique violation, a deadlock or a
+        serialization failure (all leave nothing written) is a conflict."""
         try:
             with conn.transaction():
                 # Positions in commit order: a subscriber reading past its position skips nothing.
@@ -284,6 +285,11 @@ class PostgresJournal(Journal):
         except pg_errors.UniqueViolation:
             raise ConcurrencyConflict(f"Session {session_id} changed meanwhile (another process wrote seq "
                                       f"{expected_version + 1} first)") from None
+        except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as err:
+            # The server rolled the whole transaction back (it chose this one to break a cycle of
+            # locks, or could not serialize it): nothing was written, so deciding again is safe.
+            raise ConcurrencyConflict(f"Session {session_id}: the database rolled the append back "
+                                      f"({_short(err)}); decide again") from None
 
     def _outcome(self, session_id: str, bodies: List[Dict[str, Any]], expected_version: int) -> str:
         """After a lost connection: ``written`` (our rows are there), ``taken`` (others are), or ``absent``."""
