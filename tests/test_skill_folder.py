@@ -124,6 +124,33 @@ def test_the_built_folder_runs_on_a_bare_python_from_another_directory(folder, b
     exercise(FolderCli(home, [bare_python, str(folder / "scripts" / "libtv_video.py")], elsewhere), sim)
 
 
+def test_the_gateway_address_in_the_folders_script_is_the_one_it_uses(folder, bare_python, sim, tmp_path):
+    """Nexu's guide has the agent change the skill's gateway by editing GATEWAY_URL in scripts/libtv_video.py:
+    the edited line is what `check`, create-session and the worker it starts talk to; LIBTV_GATEWAY_URL still wins."""
+    copy = tmp_path / "libtv-video"
+    shutil.copytree(folder, copy)
+    script = copy / "scripts" / "libtv_video.py"
+    text = script.read_text(encoding="utf-8")
+    line = 'GATEWAY_URL = "https://seedance.nexu.io/"'
+    assert text.count(line) == 1, "the folder's script does not carry the production gateway address"
+    script.write_text(text.replace(line, f'GATEWAY_URL = "{sim.env()["LIBTV_GATEWAY_URL"]}/"'), encoding="utf-8")
+    home = tmp_path / "nexu"
+    home.mkdir()
+    cli = FolderCli(home, [bare_python, str(script)], tmp_path)
+    point_at_sim(cli, sim)
+    del cli.env["LIBTV_GATEWAY_URL"]
+    # Were the edit ignored, the production default would be next: any host but loopback goes to a closed proxy.
+    cli.env.update({"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"})
+    ran = cli("check")
+    assert ran.code == 0 and "Remaining uses: 10/10" in ran.out, ran
+    ran = cli("create-session", "a fox in the snow", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0, ran
+    sid = ran.json()["sessionId"]
+    wait_for(lambda: SessionStore(home).replay(sid).state == "delivered", 30, "the worker to deliver")
+    closed = cli("check", env={"LIBTV_GATEWAY_URL": "http://127.0.0.1:9"})
+    assert closed.code != 0 and closed.lines[-1].startswith("❌"), closed
+
+
 def test_a_legacy_sessions_file_is_imported_through_the_folder_and_nothing_is_lost(folder, bare_python, tmp_path):
     home = tmp_path / "nexu"
     home.mkdir()
