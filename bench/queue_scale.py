@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,7 @@ def main() -> int:
     p.add_argument("--sweep", type=float, default=2.0)
     p.add_argument("--fetch", type=float, default=0.5)
     p.add_argument("--hang", type=float, default=2.0)
+    p.add_argument("--no-kill", action="store_true", help="keep every worker: no takeover measurement")
     a = p.parse_args()
     base = os.environ.get("LIBTV_TEST_DATABASE_URL")
     if not base:
@@ -120,6 +122,15 @@ def main() -> int:
                 store.journal.close()
                 return out
 
+            peak = [0.0]
+
+            def sample() -> None:  # the live workers' total RSS, every second, for the peak
+                while not done.is_set():
+                    peak[0] = max(peak[0], rss_mib([pr.pid for pr in procs if pr.poll() is None]))
+                    done.wait(1.0)
+
+            done = threading.Event()
+            threading.Thread(target=sample, daemon=True).start()
             t0 = time.monotonic()
             chunks = [range(k, a.sessions, 4) for k in range(4)]
             with ThreadPoolExecutor(4) as pool:
@@ -136,20 +147,24 @@ def main() -> int:
                            "w.last_heartbeat < now() - interval '1 second' * %s)")
             time.sleep(min(1.0, a.hang / 2))
             running = query(url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing'")[0][0]
-            procs[0].send_signal(signal.SIGKILL)
-            procs[0].wait()
+            if not a.no_kill:
+                procs[0].send_signal(signal.SIGKILL)
+                procs[0].wait()
             killed_at = time.monotonic()
             seen, takeover = 0, None
-            while time.monotonic() - killed_at < a.stalled * 4 + 30:
+            while not a.no_kill and time.monotonic() - killed_at < a.stalled * 4 + 30:
                 orphans = query(url, orphans_sql, a.heartbeat * 2)[0][0]
                 seen = max(seen, orphans)
                 if seen and not orphans:
                     takeover = time.monotonic() - killed_at
                     break
                 time.sleep(0.1)
-            print(f"killed one worker ({running} jobs running in all); its {seen} job(s) back in the queue after "
-                  f"{'n/a' if takeover is None else f'{takeover:.1f}'} s (stalled {a.stalled:g} + sweep {a.sweep:g} "
-                  f"s; heartbeat {a.heartbeat:g} s, fetch {a.fetch:g} s)")
+            if a.no_kill:
+                print(f"no worker killed ({running} jobs running in all)")
+            else:
+                print(f"killed one worker ({running} jobs running in all); its {seen} job(s) back in the queue after "
+                      f"{'n/a' if takeover is None else f'{takeover:.1f}'} s (stalled {a.stalled:g} + sweep {a.sweep:g} "
+                      f"s; heartbeat {a.heartbeat:g} s, fetch {a.fetch:g} s)")
 
             # Sustained polls while everything is in flight (the results appear --ready s after creation).
             polls_sql = "SELECT count(*) FROM libtv_events WHERE body->>'type' = 'poll_answered'"
@@ -159,8 +174,9 @@ def main() -> int:
             delivered = query(url, "SELECT count(DISTINCT session_id) FROM libtv_events WHERE body->>'type' = 'delivered'")[0][0]
             print(f"in flight: {len(sids) - delivered}; polls {(polls1 - polls0) / (w1 - w0):.0f}/s "
                   f"(journaled, sustained over {w1 - w0:.0f} s)")
-            print(f"worker RSS total {rss_mib([pr.pid for pr in procs]):.0f} MiB for {a.workers} processes "
-                  f"x concurrency {a.concurrency}")
+            live = [pr.pid for pr in procs if pr.poll() is None]
+            print(f"worker RSS total {rss_mib(live):.0f} MiB for the {len(live)} live processes "
+                  f"x concurrency {a.concurrency} (peak so far {peak[0]:.0f} MiB)")
             jobs = query(url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1 ORDER BY 1")
             print(f"jobs by status: {dict(jobs)}")
 
@@ -182,7 +198,8 @@ def main() -> int:
                   f"({sizes[3] / 2**20:.1f} MiB), procrastinate_events {sizes[4]} ({sizes[5] / 2**20:.1f} MiB); "
                   f"database {sizes[6] / 2**20:.0f} MiB")
             jobs = query(url, "SELECT status::text, count(*) FROM procrastinate_jobs GROUP BY 1 ORDER BY 1")
-            print(f"jobs left by status: {dict(jobs)}")
+            print(f"jobs left by status: {dict(jobs)}; peak worker RSS total {peak[0]:.0f} MiB")
+            done.set()
     finally:
         for pr in procs:
             if pr.poll() is None:
