@@ -63,11 +63,20 @@ _attach_lock = threading.Lock()
 
 @contextmanager
 def attached(model: Any) -> Iterator[Any]:
-    """Give ``model`` the machine's triggers for the duration of the block."""
+    """Give ``model`` the machine's triggers for the duration of the block.
+
+    remove_model leaves the methods add_model bound on the instance (about 35 per session), and
+    the next add_model to the same session then logs a "Skip binding" warning for each: so they
+    are taken off again here.
+    """
     with _attach_lock:
+        before = set(vars(model))
         MACHINE.add_model(model, initial=model.state)
+        added = [name for name in vars(model) if name not in before]
     try:
         yield model
     finally:
         with _attach_lock:
             MACHINE.remove_model(model)
+            for name in added:
+                vars(model).pop(name, None)

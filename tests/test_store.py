@@ -178,3 +178,18 @@ def test_a_writer_that_loses_a_race_decides_again_from_what_the_winner_wrote(kin
     assert seen == [(2, {}), (3, {A: "video"})], f"decide did not run again on the fresh session: {seen}"
     assert conflicts == [2], "our first append should have been refused as stale"
     assert result.version == final.version == 3 and final.pending_urls == []
+
+
+def test_recording_on_a_session_logs_nothing_and_leaves_no_machine_methods_on_it(home, caplog):
+    """An embedding runtime (or the queue worker) that logs warnings must not get transitions' "Skip binding"
+    lines for every event; and a session kept in memory carries its data, not ~35 bound machine methods."""
+    import logging
+
+    store = SessionStore(home)
+    with caplog.at_level(logging.DEBUG, logger="transitions"):
+        store.record("s1", submitted())
+        session = store.record("s1", ev.PollAnswered(at=T0, after_seq=0, last_seq=0, new_messages=0))
+        store.record("s1", ev.PollAnswered(at=T0, after_seq=0, last_seq=0, new_messages=0))
+    noisy = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == [], noisy[:3]
+    assert not [name for name in vars(session) if name.startswith(("may_", "is_")) or name in ("poll", "trigger")]
