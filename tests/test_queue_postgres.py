@@ -233,3 +233,62 @@ def test_a_database_restart_mid_run_loses_no_event(hosts, sim, pg_url, tmp_path,
     for sid in sids:
         types = event_types(pg_url, sid)
         assert types[0] == "submitted" and types.count("delivered") == 1 and types.count("delivery_succeeded") == 1, types
+
+
+def _wait_socket(host: Host, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not (host.home / "libtv-queue.sock").exists():
+        assert host.proc is not None and host.proc.poll() is None, (host.home / "worker.err").read_text()
+        assert time.monotonic() < deadline, "the queue worker never opened its create-session socket"
+        time.sleep(0.05)
+
+
+def handed_over(host: Host) -> List[str]:
+    """The create-session hand-offs the queue worker logged ("create-session <id>: exit <code>")."""
+    return [line for line in (host.home / "worker.err").read_text(errors="replace").splitlines()
+            if "create-session " in line and ": exit " in line]
+
+
+def test_create_session_is_handed_to_a_queue_worker_of_the_same_home(hosts, sim, pg_url):
+    """A queue worker of the home does the submission the command hands it: same JSON line, delivered once."""
+    [host, other] = hosts(2)
+    host.start()
+    _wait_socket(host)
+    other.start()  # a second worker of another home: it serves jobs
+    ran = host.cli("create-session", "a cat surfing", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0 and len(ran.lines) == 1 and ran.json()["deliverable"] is True, ran
+    sid = ran.json()["sessionId"]
+    assert [line.rsplit(": exit ", 1)[1] for line in handed_over(host)] == ["0"], (host.home / "worker.err").read_text()
+    wait_delivered(pg_url, [sid], 30, [host, other])
+    assert sends(sim) == {"total": 1, "distinct": 1}
+    refused = host.cli("create-session", "  ")  # the command's own checks answer as before
+    assert refused.code != 0 and refused.lines[-1].startswith("❌"), refused
+    assert len(handed_over(host)) == 1
+
+
+def test_a_command_naming_another_journal_or_none_is_not_served_by_the_queue_worker(hosts, sim, pg_url):
+    """The socket serves its own journal only: another database, or the home's JSONL files, submit by themselves."""
+    from libtv_fsm.store import SessionStore
+
+    [host] = hosts(1)
+    host.start()
+    _wait_socket(host)
+    fresh = pg.fresh_schema()
+    elsewhere = next(fresh)
+    try:
+        ran = host.cli("create-session", "a fox", "--channel", "feishu", "--chat-id", GROUP,
+                       env={"LIBTV_JOURNAL_URL": elsewhere, "LIBTV_SKIP_BACKGROUND_WAITER": "1"})
+        assert ran.code == 0, ran
+        sid = ran.json()["sessionId"]
+        assert sid in states(elsewhere) and sid not in states(pg_url)
+    finally:
+        next(fresh, None)
+    # The home's JSONL journal: the home worker is started as ever (the queue worker's lock is not its lock).
+    ran = host.cli("create-session", "an owl", "--channel", "feishu", "--chat-id", GROUP, env={"LIBTV_JOURNAL_URL": ""})
+    assert ran.code == 0, ran
+    sid = ran.json()["sessionId"]
+    deadline = time.monotonic() + 30
+    while SessionStore(host.home).replay(sid).state != "delivered":
+        assert time.monotonic() < deadline, "the home worker never delivered the JSONL session"
+        time.sleep(0.1)
+    assert handed_over(host) == []

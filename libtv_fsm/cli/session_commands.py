@@ -72,8 +72,10 @@ def create_session(args: argparse.Namespace) -> int:
     from libtv_fsm.waiting.homefiles import worker_mode
 
     successor = False
-    if (args.message or "").strip() and worker_mode(os.environ) == "worker":
-        # The home's worker, when up, does the submission: this process then imports nothing heavy.
+    mode = worker_mode(os.environ)
+    if (args.message or "").strip() and mode in ("worker", "queue"):
+        # The home's worker (or a queue worker of this home), when up, does the submission: this
+        # process then imports nothing heavy.
         from libtv_fsm.waiting.handoff import create_through_worker
 
         outcome = create_through_worker({"message": args.message, "session_id": args.session_id,
@@ -83,7 +85,7 @@ def create_session(args: argparse.Namespace) -> int:
             sys.stdout.write(out)
             sys.stdout.flush()
             return code
-        successor = outcome.successor
+        successor = outcome.successor and mode == "worker"  # queue workers are the operator's to replace
     emit_json(submit_request(args, os.environ, successor=successor))
     return 0
 

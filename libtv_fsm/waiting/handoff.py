@@ -109,11 +109,11 @@ def send_line(sock: Any, value: Dict[str, Any]) -> None:
 
 
 def create_through_worker(fields: Mapping[str, Any], env: Mapping[str, str], cwd: Optional[str] = None) -> Outcome:
-    """Ask the home's running worker to do this create-session; ``Outcome.answer`` is None when it did not."""
+    """Ask the home's running worker (or queue worker) to do this create-session; ``Outcome.answer`` is None when it did not."""
     import socket
 
     home = home_of(env)
-    where = homefiles.socket_path(home)
+    where = homefiles.socket_path(home, homefiles.socket_name(env))
     if where is None or not os.path.exists(where):
         return Outcome(why="no worker socket")
     cwd = cwd or os.getcwd()

@@ -14,6 +14,10 @@ SUCCESSOR_PID_NAME = "libtv-worker.next.pid"
 WAKE_NAME = "libtv-worker.wake"      # touched after a submit or a resume: "look at the journals now"
 RETRY_NAME = "libtv-worker.retry"    # touched by recover: "try again what you gave up on"
 SOCKET_NAME = "libtv-worker.sock"    # create-session through the running worker (AF_UNIX, 0600)
+# With a database journal: the same hand-off to a queue worker of this home (CONTRACT section 9).
+# Files of their own, so a queue worker is never taken for the home worker of a JSONL journal.
+QUEUE_LOCK_NAME = "libtv-queue.lock"
+QUEUE_SOCKET_NAME = "libtv-queue.sock"
 LOG_NAME = "libtv-worker.log"
 # sockaddr_un holds about 108 bytes; a longer path cannot be bound, so that home has no socket.
 MAX_SOCKET_PATH = 100
@@ -23,13 +27,13 @@ def path(home: str, name: str) -> str:
     return os.path.join(str(home), name)
 
 
-def socket_path(home: str) -> Optional[str]:
+def socket_path(home: str, name: str = SOCKET_NAME) -> Optional[str]:
     """Where the worker listens, or None where AF_UNIX is missing or the path is too long to bind."""
     import socket
 
     if not hasattr(socket, "AF_UNIX"):
         return None
-    where = path(home, SOCKET_NAME)
+    where = path(home, name)
     return where if len(os.fsencode(where)) <= MAX_SOCKET_PATH else None
 
 
@@ -43,6 +47,16 @@ def worker_mode(env: Mapping[str, str]) -> str:
     if env.get("LIBTV_JOURNAL_URL", "").strip():
         return "queue"
     return "worker"
+
+
+def socket_name(env: Mapping[str, str]) -> str:
+    """The socket create-session hands its work to: the queue worker's with a database journal, else the home worker's."""
+    return QUEUE_SOCKET_NAME if worker_mode(env) == "queue" else SOCKET_NAME
+
+
+def journal_of(env: Mapping[str, str]) -> str:
+    """The journal a command names (LIBTV_JOURNAL_URL), "" for the home's JSONL files."""
+    return (env.get("LIBTV_JOURNAL_URL") or "").strip()
 
 
 def worker_alive(home: str) -> Optional[bool]:

@@ -19,17 +19,28 @@ MAX_SUBMISSIONS = 16       # at once; beyond that a client is refused and submit
 
 
 class Listener:
-    """Accepts create-session requests for ``worker`` on $NEXU_HOME/libtv-worker.sock (0600)."""
+    """Accepts create-session requests for ``worker`` on $NEXU_HOME/libtv-worker.sock (0600).
 
-    def __init__(self, worker: Any, log: Callable[[str], None]) -> None:
+    ``worker`` has ``home``, ``http``, ``stopping`` and ``retire(why)``: the home worker, or a queue
+    worker's stand-in (queue_handoff.py) on ``name`` = libtv-queue.sock. ``journal`` is the journal the
+    worker serves (LIBTV_JOURNAL_URL, "" for the home's files): a command naming another is refused.
+    """
+
+    def __init__(self, worker: Any, log: Callable[[str], None], name: str = homefiles.SOCKET_NAME,
+                 journal: str = "") -> None:
         self.worker = worker
         self.log = log
-        self.path = homefiles.socket_path(worker.home)
+        self.path = homefiles.socket_path(worker.home, name)
+        self.journal = journal
         self.identity = handoff.code_identity()
         self._sock: Optional[socket.socket] = None
         self._active = 0
         self._closed = False  # quiesced: every new request is told "stopping"
         self._count = threading.Lock()
+
+    @property
+    def listening(self) -> bool:
+        return self._sock is not None
 
     @property
     def active(self) -> int:
@@ -116,6 +127,10 @@ class Listener:
         if not _same_home(str(request.get("home") or ""), self.worker.home):
             handoff.send_line(conn, {"status": "refused", "reason": "another home"})
             return
+        sent_env = request.get("env")
+        if not isinstance(sent_env, dict) or homefiles.journal_of(sent_env) != self.journal:
+            handoff.send_line(conn, {"status": "refused", "reason": "another journal"})
+            return
         with self._count:  # checked and counted at once: the worker leaves only when quiesce() says none runs
             if self._closed or self.worker.stopping:
                 handoff.send_line(conn, {"status": "stopping"})
@@ -131,7 +146,7 @@ class Listener:
             if not go or go.get("go") != request.get("request"):
                 self.log(f"create-session {rid}: the command did not go ahead; nothing sent")
                 return
-            code, out = run_submission(request.get("args") or {}, request.get("env") or {}, self.worker.http)
+            code, out = run_submission(request.get("args") or {}, sent_env, self.worker.http)
             self.log(f"create-session {rid}: exit {code}")
             handoff.send_line(conn, {"status": "done", "code": code, "stdout": out})
         finally:

@@ -350,20 +350,29 @@ def run_queue_workers(env: Mapping[str, str] = os.environ, concurrency: int = 10
         return 2
     settings = QueueSettings(env)
     _runtime = _Runtime(env)
+    from libtv_fsm.waiting.queue_handoff import open_handoffs
+
+    # create-session of this home, handed over (the first queue worker of a home listens).
+    handoffs = open_handoffs(env, lambda line: print(f"{ev.format_time(ev.now())} [queue] {line}",
+                                                     file=sys.stderr, flush=True))
     delay = 0.5
-    while True:
-        try:
-            _ensure_schema(url)
-            asyncio.run(_serve(env, concurrency, settings))
-            return 0
-        except KeyboardInterrupt:
-            return 0
-        except Exception as err:
-            print(f"queue: worker stopped ({type(err).__name__}: {err}); starting again in {delay:g} s",
-                  file=sys.stderr, flush=True)
-            _migrated.pop(url, None)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    try:
+        while True:
+            try:
+                _ensure_schema(url)
+                asyncio.run(_serve(env, concurrency, settings))
+                return 0
+            except KeyboardInterrupt:
+                return 0
+            except Exception as err:
+                print(f"queue: worker stopped ({type(err).__name__}: {err}); starting again in {delay:g} s",
+                      file=sys.stderr, flush=True)
+                _migrated.pop(url, None)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+    finally:
+        if handoffs is not None:
+            handoffs.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
