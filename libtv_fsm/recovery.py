@@ -73,6 +73,8 @@ def _running_check(store: Any) -> Callable[[str], bool]:
 
     home = store.snapshots_home() if hasattr(store, "snapshots_home") else None
     probe = probe_one(os.path.join(home, JOURNAL_DIR)) if home is not None else None
+    if probe is None:
+        probe = getattr(store.journal, "waiter_held", None)  # PostgreSQL: a look at pg_locks, no new connection
     return probe if probe is not None else (lambda sid: waiter_running(store, sid))
 
 

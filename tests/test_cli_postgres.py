@@ -116,3 +116,30 @@ def test_recover_leaves_a_live_create_sessions_intent_alone_and_closes_a_dead_on
     assert entry["status"] == "closed" and "never reached LibTV" in entry["reason"], entry
     [(record, outcome)] = intent_rows(pg_url)
     assert outcome == entry["reason"] and "submits" not in skill("recover", "--json").json()  # kept for a human, told once
+
+
+def test_recover_says_running_for_a_session_whose_claim_another_host_holds(home, pg_url):
+    """`recover --json` tells a session some waiter holds (from pg_locks) from one nobody holds."""
+    import subprocess
+    import sys
+
+    from libtv_fsm import events as ev
+    from libtv_fsm.store import SessionStore
+    from test_journal_postgres import HOLDER
+    from test_replay import submitted
+
+    store = SessionStore.from_url(pg_url, home)
+    for sid in ("s1", "s2"):
+        store.record(sid, submitted())
+        store.record(sid, ev.Failed(at=ev.now(), reason="no"))
+        store.record(sid, ev.NoticeSent(at=ev.now(), kind="failed"))
+    store.journal.close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        ran = Cli(home)("recover", "--json", env={"LIBTV_JOURNAL_URL": pg_url, "LIBTV_SKIP_BACKGROUND_WAITER": "1"})
+        assert ran.code == 0, ran
+        assert {e["session_id"]: e["waiter"] for e in ran.json()["sessions"]} == {"s1": "running", "s2": "none"}
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

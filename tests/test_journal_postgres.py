@@ -295,3 +295,27 @@ def test_an_append_the_server_rolls_back_to_break_a_deadlock_is_a_conflict_and_d
     assert len(calls) == 2, f"the append ran {len(calls)} time(s): the server never broke a deadlock here"
     assert [seq for seq, _ in rows(pg_url, "s1")] == [1, 2]
     assert rows(pg_url, "s1")[1][1]["pid"] == 7 and outcome["session"].version == 2
+
+
+def test_waiter_held_reads_the_claims_of_other_processes_without_taking_them(pg_url):
+    import pg
+
+    j = journal(pg_url)
+    assert not j.waiter_held("s1")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, pg_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert j.waiter_held("s1") and not j.waiter_held("s2")
+        fresh = pg.fresh_schema()
+        try:  # the same session id in another schema is another session
+            assert not journal(next(fresh)).waiter_held("s1")
+        finally:
+            next(fresh, None)
+        assert j.waiter_held("s1"), "looking took the claim away from its holder"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while j.waiter_held("s1"):
+        assert time.monotonic() < deadline, "a killed holder's claim still shows"
+        time.sleep(0.05)

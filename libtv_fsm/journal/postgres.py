@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from libtv_fsm.journal.postgres_intents import PostgresIntents
 
 EVENTS = "libtv_events"
+# The advisory lock key of a session's waiter claim (one per schema and session).
+CLAIM_KEY = "hashtextextended(current_schema() || ':' || %s, 7)"
 SCHEMA_VERSION = "libtv_schema_version"
 CHANNEL = "libtv_journal"
 
@@ -311,8 +313,7 @@ class PostgresJournal(Journal):
         deadline = time.monotonic() + max(0.0, wait)
         try:
             while True:
-                row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || %s, 7))",
-                                   (session_id,)).fetchone()
+                row = conn.execute(f"SELECT pg_try_advisory_lock({CLAIM_KEY})", (session_id,)).fetchone()
                 if row and row[0]:
                     return WaiterClaim(_SessionLock(conn))
                 if time.monotonic() >= deadline:
@@ -323,6 +324,21 @@ class PostgresJournal(Journal):
             raise JournalError(f"Cannot claim session {session_id} in {where(self.url)}: {_short(err)}") from None
         conn.close()
         return WaiterClaim(None)
+
+    def waiter_held(self, session_id: str) -> bool:
+        """Whether some connection holds the session's waiter claim now: read from pg_locks, so unlike a
+        try-and-release probe it never makes a waiter that is starting find its claim taken; no new connection."""
+        validate_session_id(session_id)
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> bool:
+            # An advisory lock on a bigint key shows as classid (its high 32 bits), objid (low), objsubid 1.
+            row = conn.execute(
+                f"""SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                      AND ((classid::bigint << 32) | objid::bigint) = {CLAIM_KEY})""", (session_id,)).fetchone()
+            return bool(row and row[0])
+
+        return self._call(work)
 
     # -- following ------------------------------------------------------------------------------
 
