@@ -39,8 +39,16 @@ def recover(store: Any, env: Mapping[str, str], backend: Optional[Any], spawn: O
     running = _running_check(store)
     report = []
     # Summaries, not replays: a session whose journal did not change comes from the snapshot index.
-    for row in store.summaries():
+    rows = store.summaries()
+    # Where nothing is decided on it (a session that needs no waiter), "is a waiter running?" is only
+    # reported: a database answers that for every session at once.
+    bulk = getattr(store.journal, "waiters_held", None)
+    held = bulk([r.session_id for r in rows if not needs_waiter(r)]) if bulk is not None else None
+    for row in rows:
         sid = row.session_id
+        if held is not None and not needs_waiter(row):
+            report.append(dict(row.view(), waiter="running" if sid in held else "none"))
+            continue
         session: Any = row
         view: Optional[Dict[str, Any]] = None
         if row.state in RECHECK and backend is not None and not running(sid):

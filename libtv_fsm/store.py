@@ -21,7 +21,7 @@ from libtv_fsm.machine import attached
 from libtv_fsm.replay import Session, apply, may, replay
 
 if TYPE_CHECKING:
-    from libtv_fsm.journal import Appended
+    from libtv_fsm.journal import Appended, JournalRead
     from libtv_fsm.journal.projections import Projection
     from libtv_fsm.snapshots import Summary
 
@@ -29,6 +29,8 @@ MAX_CONFLICT_RETRIES = 60
 # After losing a race, wait a random moment (growing, capped) so racing writers spread out
 # instead of colliding again on the next replay.
 CONFLICT_BACKOFF_CAP = 0.05
+# Sessions read per query by a listing on a journal that can read several at once.
+READ_BATCH = 500
 
 
 class SessionStore:
@@ -75,12 +77,18 @@ class SessionStore:
 
     def replay(self, session_id: str) -> Session:
         """Replay the session's journal; an unknown session replays to an empty ``created`` one."""
-        read = self.journal.read(validate_session_id(session_id))
-        return replay(session_id, read.entries, skipped_lines=read.skipped, problems=read.problems)
+        return _replayed(session_id, self.journal.read(validate_session_id(session_id)))
 
     def sessions(self) -> List[Session]:
         """Every known session, newest first (by creation time, then last change)."""
-        found = [self.replay(sid) for sid in self.journal.session_ids()]
+        ids = self.journal.session_ids()
+        read_many = getattr(self.journal, "read_many", None)  # a database: a query per batch, not per session
+        if read_many is None:
+            found = [self.replay(sid) for sid in ids]
+        else:
+            found = []
+            for start in range(0, len(ids), READ_BATCH):
+                found.extend(_replayed(sid, read) for sid, read in read_many(ids[start:start + READ_BATCH]).items())
         return sorted(found, key=_newest_first_key, reverse=True)
 
     def summaries(self) -> List["Summary"]:
@@ -157,6 +165,10 @@ class SessionStore:
                 notify_appended(self.projections, self, session, new_events)
             return session
         raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again")
+
+
+def _replayed(session_id: str, read: "JournalRead") -> Session:
+    return replay(session_id, read.entries, skipped_lines=read.skipped, problems=read.problems)
 
 
 def _check_and_apply(session: Session, new_events: List[ev.Event]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 import signal
 import subprocess
 import sys
@@ -319,3 +320,17 @@ def test_waiter_held_reads_the_claims_of_other_processes_without_taking_them(pg_
     while j.waiter_held("s1"):
         assert time.monotonic() < deadline, "a killed holder's claim still shows"
         time.sleep(0.05)
+
+
+def test_a_listing_reads_sessions_in_batches_and_finds_every_one(pg_url, monkeypatch):
+    from libtv_fsm import store as store_module
+
+    monkeypatch.setattr(store_module, "READ_BATCH", 2)
+    store = SessionStore("/nonexistent-home", journal=journal(pg_url))
+    for i in range(5):
+        store.record(f"s{i}", ev.WaiterStarted(at=T0 + timedelta(seconds=i), pid=i))
+        for _ in range(i):
+            store.record(f"s{i}", started(i))
+    listed = store.sessions()
+    assert [(s.session_id, s.version) for s in listed] == [(f"s{i}", i + 1) for i in (4, 3, 2, 1, 0)]
+    assert [s.version for s in listed] == [store.replay(s.session_id).version for s in listed]

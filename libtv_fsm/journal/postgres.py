@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -209,6 +209,19 @@ class PostgresJournal(Journal):
 
         return _parse_rows(self._call(work))
 
+    def read_many(self, session_ids: Sequence[str]) -> Dict[str, JournalRead]:
+        """Several sessions in one query (a listing): each id's JournalRead, empty for one without events."""
+        ids = [validate_session_id(sid) for sid in session_ids]
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[Tuple[Any, ...]]:
+            return conn.execute(f"SELECT session_id, seq, body FROM {EVENTS} WHERE session_id = ANY(%s) "
+                                "ORDER BY session_id, seq", (ids,)).fetchall()
+
+        grouped: Dict[str, List[Tuple[Any, ...]]] = {sid: [] for sid in ids}
+        for sid, seq, body in self._call(work):
+            grouped[str(sid)].append((seq, body))
+        return {sid: _parse_rows(rows) for sid, rows in grouped.items()}
+
     def session_ids(self) -> List[str]:
         def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[str]:
             return [str(r[0]) for r in conn.execute(f"SELECT DISTINCT session_id FROM {EVENTS} ORDER BY 1")]
@@ -328,15 +341,22 @@ class PostgresJournal(Journal):
     def waiter_held(self, session_id: str) -> bool:
         """Whether some connection holds the session's waiter claim now: read from pg_locks, so unlike a
         try-and-release probe it never makes a waiter that is starting find its claim taken; no new connection."""
-        validate_session_id(session_id)
+        return bool(self.waiters_held([session_id]))
 
-        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> bool:
+    def waiters_held(self, session_ids: Sequence[str]) -> Set[str]:
+        """Those of ``session_ids`` whose waiter claim some connection holds now (one query; see waiter_held)."""
+        ids = [validate_session_id(sid) for sid in session_ids]
+        key = CLAIM_KEY.replace("%s", "s.id")
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> Set[str]:
             # An advisory lock on a bigint key shows as classid (its high 32 bits), objid (low), objsubid 1.
-            row = conn.execute(
-                f"""SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
-                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                      AND ((classid::bigint << 32) | objid::bigint) = {CLAIM_KEY})""", (session_id,)).fetchone()
-            return bool(row and row[0])
+            rows = conn.execute(
+                f"""SELECT s.id FROM unnest(%s::text[]) AS s(id) WHERE {key} IN (
+                      SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks
+                      WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                        AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))""",
+                (ids,)).fetchall()
+            return {str(r[0]) for r in rows}
 
         return self._call(work)
 
