@@ -41,6 +41,28 @@ def nexu_home(env: Mapping[str, str] = os.environ) -> Path:
 
 
 _stamp: Optional[str] = None
+_content_stamp: Optional[str] = None
+
+
+def content_stamp() -> str:
+    """Like :func:`code_stamp`, from the modules' bytes instead of their mtimes: the same code on every host
+    (for caches shared by hosts, such as the database's session views)."""
+    global _content_stamp
+    if _content_stamp is None:
+        import hashlib
+
+        from libtv_fsm import __version__
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        digest = hashlib.sha256(f"{FORMAT}:{__version__}".encode())
+        for name in _STAMPED:
+            try:
+                with open(os.path.join(here, *name.split("/")) + ".py", "rb") as fh:
+                    digest.update(fh.read())
+            except OSError:
+                digest.update(b"-")
+        _content_stamp = digest.hexdigest()[:20]
+    return _content_stamp
 
 
 def code_stamp() -> str:
@@ -140,7 +162,7 @@ class Summary:
                    "1" if session.delivery is not None else "0", notices, _dump(session_view(session)))
 
     @classmethod
-    def of_timeline(cls, session_id: str, key: Key, snap: Mapping[str, Any]) -> "Summary":
+    def of_timeline(cls, session_id: str, key: Optional[Key], snap: Mapping[str, Any]) -> "Summary":
         """The same Summary :meth:`of` gives, from the session's timeline snapshot (no replay, no machine)."""
         view = snap["view"]
         notices = snap["notices"]

@@ -81,15 +81,18 @@ class SessionStore:
 
     def sessions(self) -> List[Session]:
         """Every known session, newest first (by creation time, then last change)."""
-        ids = self.journal.session_ids()
-        read_many = getattr(self.journal, "read_many", None)  # a database: a query per batch, not per session
+        return sorted(self.replay_many(self.journal.session_ids()), key=_newest_first_key, reverse=True)
+
+    def replay_many(self, session_ids: List[str]) -> List[Session]:
+        """Replay these sessions (in that order); a database journal reads them a batch per query."""
+        read_many = getattr(self.journal, "read_many", None)
         if read_many is None:
-            found = [self.replay(sid) for sid in ids]
-        else:
-            found = []
-            for start in range(0, len(ids), READ_BATCH):
-                found.extend(_replayed(sid, read) for sid, read in read_many(ids[start:start + READ_BATCH]).items())
-        return sorted(found, key=_newest_first_key, reverse=True)
+            return [self.replay(sid) for sid in session_ids]
+        found: List[Session] = []
+        for start in range(0, len(session_ids), READ_BATCH):
+            batch = read_many(session_ids[start:start + READ_BATCH])
+            found.extend(_replayed(sid, batch[sid]) for sid in session_ids[start:start + READ_BATCH])
+        return found
 
     def summaries(self) -> List["Summary"]:
         """Every known session as a listing shows it, newest first, in the order of :meth:`sessions`.
@@ -102,7 +105,10 @@ class SessionStore:
         if self.snapshots_home() is not None:
             rows = snapshots.list_sessions(self.home)
         else:
-            rows = [snapshots.Summary.of(session, None) for session in self.sessions()]
+            # A projection that keeps listing rows (the database's session views) answers; else replay all.
+            answers = (p.listing(self) for p in self.projections)
+            listed = next((r for r in answers if r is not None), None)
+            rows = listed if listed is not None else [snapshots.Summary.of(session, None) for session in self.sessions()]
         if self.projections:
             from libtv_fsm.journal.projections import notify_listed
 

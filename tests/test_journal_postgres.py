@@ -124,7 +124,7 @@ def test_the_schema_is_versioned_and_migrating_again_changes_nothing(pg_url):
     j.append("s1", [started()], 0)
     assert journal(pg_url).migrate() == (LATEST, LATEST) and journal(pg_url).read("s1").version == 1
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        assert conn.execute("SELECT version FROM libtv_schema_version ORDER BY 1").fetchall() == [(1,), (2,)]
+        assert conn.execute("SELECT version FROM libtv_schema_version ORDER BY 1").fetchall() == [(v,) for v in range(1, LATEST + 1)]
         conn.execute("INSERT INTO libtv_schema_version (version) VALUES (99)")
     with pytest.raises(JournalError, match="newer than this libtv-fsm"):
         journal(pg_url).read("s1")
@@ -334,3 +334,47 @@ def test_a_listing_reads_sessions_in_batches_and_finds_every_one(pg_url, monkeyp
     listed = store.sessions()
     assert [(s.session_id, s.version) for s in listed] == [(f"s{i}", i + 1) for i in (4, 3, 2, 1, 0)]
     assert [s.version for s in listed] == [store.replay(s.session_id).version for s in listed]
+
+
+def view_rows(url):
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {sid: (version, doc) for sid, version, doc in
+                conn.execute("SELECT session_id, version, doc FROM libtv_session_views").fetchall()}
+
+
+def test_listings_read_the_session_views_and_replay_only_those_behind_their_events(pg_url, monkeypatch):
+    """The database keeps each session's listing row; a row behind its session (an append made without the store,
+    or a crash before the row was written), missing, or from other code is replayed, saved, and never shown stale."""
+    from libtv_fsm.snapshots import Summary
+
+    from test_replay import submitted
+
+    store = SessionStore("/nonexistent-home", journal=journal(pg_url))
+    for i in range(4):
+        store.record(f"s{i}", submitted())
+        store.record(f"s{i}", started(i))
+    assert {sid: version for sid, (version, _) in view_rows(pg_url).items()} == {f"s{i}": 2 for i in range(4)}
+
+    def full():
+        return [(r.session_id, r.view()) for r in (Summary.of(s, None) for s in store.sessions())]
+
+    assert [(r.session_id, r.view()) for r in store.summaries()] == full()
+    # s1 moves on behind the store's back; s2's row is dropped; s3's is from other code.
+    store.journal.append("s1", [ev.Failed(at=T0, reason="boom")], 2)
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM libtv_session_views WHERE session_id = 's2'")
+        conn.execute("UPDATE libtv_session_views SET doc = jsonb_set(doc, '{stamp}', '\"old\"') WHERE session_id = 's3'")
+    replayed = []
+    real = SessionStore.replay_many
+    monkeypatch.setattr(SessionStore, "replay_many", lambda self, ids: replayed.extend(ids) or real(self, ids))
+    listed = [(r.session_id, r.view()) for r in store.summaries()]
+    assert sorted(replayed) == ["s1", "s2", "s3"], "the listing replayed sessions whose rows were current (or missed one)"
+    assert dict(listed)["s1"]["state"] == "failed" and listed == full()
+    assert view_rows(pg_url)["s1"][0] == 3 and "s2" in view_rows(pg_url)
+    replayed.clear()
+    store.summaries()
+    assert replayed == [], "the rows the last listing saved were not used"

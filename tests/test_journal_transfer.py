@@ -88,8 +88,8 @@ def test_copying_a_journal_onto_itself_is_refused(home):
 def test_db_migrate_creates_the_schema_once_and_says_so(home, pg_url):
     cli = Cli(home)
     first = cli("db", "migrate", "--url", pg_url)
-    assert first.code == 0 and first.lines == ["Journal schema at version 2 (was 0)", "Task queue schema created"], first
+    assert first.code == 0 and first.lines == ["Journal schema at version 3 (was 0)", "Task queue schema created"], first
     again = cli("db", "migrate", env={"LIBTV_JOURNAL_URL": pg_url})
-    assert again.code == 0 and again.lines == ["Journal schema at version 2 (already current)",
+    assert again.code == 0 and again.lines == ["Journal schema at version 3 (already current)",
                                                "Task queue schema already there"], again
     assert cli("db", "migrate").last.startswith("❌ ")

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from libtv_fsm.journal.postgres_intents import PostgresIntents
 
 EVENTS = "libtv_events"
+VIEWS = "libtv_session_views"
 # The advisory lock key of a session's waiter claim (one per schema and session).
 CLAIM_KEY = "hashtextextended(current_schema() || ':' || %s, 7)"
 SCHEMA_VERSION = "libtv_schema_version"
@@ -63,6 +64,15 @@ MIGRATIONS: Tuple[Tuple[int, Tuple[str, ...]], ...] = (
             record     jsonb NOT NULL,
             outcome    text,
             created_at timestamptz NOT NULL DEFAULT now()
+        )""",
+    )),
+    (3, (
+        # A cache per session for listings (journal/projections.py, DatabaseSummaries): what it was
+        # built from is ``version``; a row behind its session's events is replayed instead.
+        f"""CREATE TABLE IF NOT EXISTS {VIEWS} (
+            session_id text PRIMARY KEY,
+            version    integer NOT NULL,
+            doc        jsonb NOT NULL
         )""",
     )),
 )
@@ -221,6 +231,31 @@ class PostgresJournal(Journal):
         for sid, seq, body in self._call(work):
             grouped[str(sid)].append((seq, body))
         return {sid: _parse_rows(rows) for sid, rows in grouped.items()}
+
+    def cached_views(self) -> Dict[str, Tuple[int, int, Any]]:
+        """Every session: (its last seq, the version its cached view was built at or 0, that view or None). One query."""
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[Tuple[Any, ...]]:
+            return conn.execute(f"SELECT e.session_id, e.last, coalesce(v.version, 0), v.doc FROM "
+                                f"(SELECT session_id, max(seq) AS last FROM {EVENTS} GROUP BY session_id) AS e "
+                                f"LEFT JOIN {VIEWS} AS v USING (session_id)").fetchall()
+
+        return {str(sid): (int(last), int(version), doc) for sid, last, version, doc in self._call(work)}
+
+    def save_views(self, views: Sequence[Tuple[str, int, Dict[str, Any]]]) -> None:
+        """Cache (session id, version, view); a row is replaced by a later version's (or, at its version, by another
+        doc: other code built it), never by an earlier one."""
+        rows = [(validate_session_id(sid), int(version), Jsonb(doc)) for sid, version, doc in views]
+        if not rows:
+            return
+
+        def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> None:
+            with conn.cursor() as cur:
+                cur.executemany(f"INSERT INTO {VIEWS} (session_id, version, doc) VALUES (%s, %s, %s) "
+                                f"ON CONFLICT (session_id) DO UPDATE SET version = excluded.version, doc = excluded.doc "
+                                f"WHERE {VIEWS}.version < excluded.version OR "
+                                f"({VIEWS}.version = excluded.version AND {VIEWS}.doc IS DISTINCT FROM excluded.doc)", rows)
+
+        self._call(work)
 
     def session_ids(self) -> List[str]:
         def work(conn: "psycopg.Connection[Tuple[Any, ...]]") -> List[str]:

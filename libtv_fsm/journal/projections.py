@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, List, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 if TYPE_CHECKING:
     from libtv_fsm.replay import Session
@@ -32,6 +32,10 @@ class Projection:
 
     def listed(self, store: Any, rows: List["Summary"]) -> None:
         """``rows`` is every session as a listing just read them (``store.summaries()``)."""
+
+    def listing(self, store: Any) -> "Optional[List[Summary]]":
+        """Every session as a listing shows it, newest first, if this projection can answer; else None."""
+        return None
 
 
 class ReadModelProjection(Projection):
@@ -97,11 +101,52 @@ class TimelineSnapshotProjection(Projection):
         rebuild_timeline(self.home, session.session_id)
 
 
+class DatabaseViews(Projection):
+    """Each session's listing row in the database's ``libtv_session_views`` (postgres.py), so a listing reads rows
+    instead of replaying every session. A row is built from the session the append just applied, at that
+    version; a listing replays (and saves) only the sessions whose row is behind their events, missing,
+    or from other code. Like the JSONL snapshot index, for a journal that every host shares.
+    """
+
+    def appended(self, store: Any, session: "Session", events: Sequence[Any]) -> None:
+        store.journal.save_views([(session.session_id, session.version, _view_doc(session))])
+
+    def listing(self, store: Any) -> "Optional[List[Summary]]":
+        from libtv_fsm.snapshots import Summary, content_stamp
+
+        stamp = content_stamp()
+        rows: List[Summary] = []
+        stale: List[str] = []
+        for sid, (last, version, doc) in store.journal.cached_views().items():
+            try:
+                if version != last or not isinstance(doc, dict) or doc.get("stamp") != stamp:
+                    raise ValueError("behind its events, or from other code")
+                rows.append(Summary.of_timeline(sid, None, doc))
+            except (ValueError, KeyError, TypeError):
+                stale.append(sid)
+        replayed = store.replay_many(stale)
+        rows.extend(Summary.of(session, None) for session in replayed)
+        try:
+            store.journal.save_views([(s.session_id, s.version, _view_doc(s)) for s in replayed if s.version > 0])
+        except Exception as err:  # a cache: the listing stands without it
+            log.warning("could not save %d session views: %s", len(replayed), err)
+        return sorted(rows, key=lambda r: (r.created, r.updated, r.session_id), reverse=True)
+
+
+def _view_doc(session: "Session") -> Dict[str, Any]:
+    from libtv_fsm.snapshots import _NOTICE_KINDS, content_stamp
+    from libtv_fsm.timeline import session_view
+
+    return {"stamp": content_stamp(), "view": session_view(session),
+            "notices": [n for n in session.notices if n in _NOTICE_KINDS]}
+
+
 def default_projections(store: Any) -> List[Projection]:
-    """What a store keeps by default: the read model and the snapshots for a JSONL store of a NEXU_HOME; else nothing."""
+    """What a store keeps by default: the read model and the snapshots for a JSONL store of a NEXU_HOME; the
+    session views for a database journal that keeps them; else nothing."""
     home = store.snapshots_home()
     if home is None:
-        return []
+        return [DatabaseViews()] if hasattr(store.journal, "cached_views") else []
     return [ReadModelProjection(home), TimelineSnapshotProjection(home)]
 
 
