@@ -91,10 +91,11 @@ def create_session(args: argparse.Namespace) -> int:
 
 
 def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any = None,
-                   successor: bool = False) -> Dict[str, Any]:
+                   successor: bool = False, store: Any = None) -> Dict[str, Any]:
     """create-session's work with ``env`` for the environment (the command's own, or one the worker was handed).
 
     ``successor``: the home's worker is leaving (another version), so the one started here waits for it.
+    ``store``: the store of ``env``'s home and journal, when the caller keeps one open (a queue worker).
     """
     from libtv_fsm.config import effective_ratio, load_config, model_hint_enabled, relayed_message
     from libtv_fsm.errors import InputError
@@ -105,7 +106,7 @@ def submit_request(args: argparse.Namespace, env: Mapping[str, str], http: Any =
     text = (args.message or "").strip()
     if not text:
         raise InputError("Nothing to generate: pass the user's request as MESSAGE")
-    store = open_store(env)
+    store = store if store is not None else open_store(env)
     config = load_config(store.home)
     ratio, model_hint = effective_ratio(config, env), model_hint_enabled(env)
     backend = _backend(store, env, http)

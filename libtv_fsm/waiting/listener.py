@@ -146,7 +146,8 @@ class Listener:
             if not go or go.get("go") != request.get("request"):
                 self.log(f"create-session {rid}: the command did not go ahead; nothing sent")
                 return
-            code, out = run_submission(request.get("args") or {}, sent_env, self.worker.http)
+            code, out = run_submission(request.get("args") or {}, sent_env, self.worker.http,
+                                       getattr(self.worker, "store", None))
             self.log(f"create-session {rid}: exit {code}")
             handoff.send_line(conn, {"status": "done", "code": code, "stdout": out})
         finally:
@@ -161,8 +162,12 @@ def _same_home(theirs: str, mine: str) -> bool:
         return False
 
 
-def run_submission(fields: Mapping[str, Any], sent_env: Mapping[str, str], http: Any) -> Tuple[int, str]:
-    """create-session's own code with the command's arguments and environment: (exit code, stdout)."""
+def run_submission(fields: Mapping[str, Any], sent_env: Mapping[str, str], http: Any,
+                   store: Any = None) -> Tuple[int, str]:
+    """create-session's own code with the command's arguments and environment: (exit code, stdout).
+
+    ``store``: the worker's own store of the same home and journal, if it lends one (else one is opened).
+    """
     import argparse
     import json
 
@@ -176,7 +181,7 @@ def run_submission(fields: Mapping[str, Any], sent_env: Mapping[str, str], http:
     env.update({str(k): str(v) for k, v in sent_env.items()})
     args = argparse.Namespace(**{name: _text(fields.get(name)) for name in ("message", "session_id", "channel", "chat_id")})
     try:
-        payload = submit_request(args, env, http=http)
+        payload = submit_request(args, env, http=http, store=store)
     except LibtvError as err:
         return err.exit_code, failure_line(mask_keys(str(err))) + "\n"
     except Exception as err:  # as the CLI's last line of defence: no traceback reaches the user

@@ -34,6 +34,18 @@ class QueueHandoffs:
         self._http_lock = threading.Lock()
         self._lock: Any = None
         self._listener: Any = None
+        self._store: Any = None
+
+    @property
+    def store(self) -> Any:
+        """One store of this home on the worker's journal for every submission (the Listener checked both match),
+        so a create-session costs no new connection and no schema check."""
+        with self._http_lock:
+            if self._store is None:
+                from libtv_fsm.store import SessionStore
+
+                self._store = SessionStore.from_url(self.journal, self.home)
+            return self._store
 
     @property
     def http(self) -> Any:
@@ -77,6 +89,9 @@ class QueueHandoffs:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+        store, self._store = self._store, None
+        if store is not None:
+            store.journal.close()
 
 
 def open_handoffs(env: Any, log: Callable[[str], None]) -> Optional[QueueHandoffs]:
