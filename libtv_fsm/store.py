@@ -26,8 +26,7 @@ if TYPE_CHECKING:
     from libtv_fsm.snapshots import Summary
 
 MAX_CONFLICT_RETRIES = 60
-# After losing a race, wait a random moment (growing, capped) so racing writers spread out
-# instead of colliding again on the next replay.
+# After losing a race, wait a random moment: at most 1 ms x 2^(tries - 1), and never more than this.
 CONFLICT_BACKOFF_CAP = 0.05
 # Sessions read per query by a listing on a journal that can read several at once.
 READ_BATCH = 500
@@ -149,28 +148,31 @@ class SessionStore:
 
         ``decide`` may run more than once (after a concurrent append); return [] to write nothing.
         """
+        from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
         validate_session_id(session_id)
-        for attempt in range(MAX_CONFLICT_RETRIES):
-            session = self.replay(session_id)
-            new_events = decide(session)
-            if not new_events:
-                return session
-            expected = session.version
-            _check_and_apply(session, new_events)
-            try:
-                self.journal.append(session_id, new_events, expected)
-            except ConcurrencyConflict:
-                import random
-                import time
+        # A lost race replays and decides again, after a random moment (growing, capped) so racing
+        # writers spread out instead of colliding again on the next replay.
+        retrying = Retrying(retry=retry_if_exception_type(ConcurrencyConflict),
+                            stop=stop_after_attempt(MAX_CONFLICT_RETRIES),
+                            wait=wait_random_exponential(multiplier=0.001, max=CONFLICT_BACKOFF_CAP))
+        try:
+            for attempt in retrying:
+                with attempt:
+                    session = self.replay(session_id)
+                    new_events = decide(session)
+                    if not new_events:
+                        return session
+                    expected = session.version
+                    _check_and_apply(session, new_events)
+                    self.journal.append(session_id, new_events, expected)
+        except RetryError:
+            raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again") from None
+        if self.projections:
+            from libtv_fsm.journal.projections import notify_appended
 
-                time.sleep(random.uniform(0, min(CONFLICT_BACKOFF_CAP, 0.001 * 2 ** attempt)))
-                continue
-            if self.projections:
-                from libtv_fsm.journal.projections import notify_appended
-
-                notify_appended(self.projections, self, session, new_events)
-            return session
-        raise ConcurrencyConflict(f"Session {session_id} keeps changing under us; try again")
+            notify_appended(self.projections, self, session, new_events)
+        return session
 
 
 def _replayed(session_id: str, read: "JournalRead") -> Session:

@@ -8,6 +8,7 @@
 #     "requests>=2.31.0",
 #     "urllib3>=1.26.0",
 #     "filelock>=3.12.0",
+#     "tenacity>=8.3",
 #     "requests-toolbelt>=1.0.0",
 #     "multipart>=1.1",
 # ]

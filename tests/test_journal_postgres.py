@@ -378,3 +378,17 @@ def test_listings_read_the_session_views_and_replay_only_those_behind_their_even
     replayed.clear()
     store.summaries()
     assert replayed == [], "the rows the last listing saved were not used"
+
+
+def test_a_subscriber_follows_across_a_database_restart_and_misses_nothing(pg_url):
+    """The follower's connection dies with the server; it reconnects and reads on from its last position."""
+    follower = journal(pg_url)
+    follower.poll_seconds = 0.2
+    writer = journal(pg_url)
+    writer.append("s1", [started(1)], 0)
+    events = follower.subscribe(after=0, idle_timeout=60)
+    assert next(events).seq == 1
+    pg.pg_ctl("restart", "-m", "fast")
+    writer.append("s1", [started(2), started(3)], 1)
+    assert [(a.session_id, a.seq) for a in (next(events), next(events))] == [("s1", 2), ("s1", 3)]
+    events.close()

@@ -104,7 +104,7 @@ def test_the_folder_holds_the_skill_and_pure_python_copies_of_every_dependency(f
     assert (folder / "SKILL.md").is_file() and (folder / "libtv_fsm" / "cli" / "__init__.py").is_file()
     assert {p.name for p in (folder / "scripts").iterdir()} >= {"libtv_video.py", "feishu_send_video.py"}
     vendor = folder / "vendor"
-    for module in ("transitions", "attr", "cattrs", "requests", "urllib3", "filelock", "requests_toolbelt",
+    for module in ("transitions", "attr", "cattrs", "requests", "urllib3", "filelock", "tenacity", "requests_toolbelt",
                    "idna", "certifi"):
         assert (vendor / module).is_dir() or (vendor / f"{module}.py").is_file(), module
     compiled = [p for p in folder.rglob("*") if p.suffix in (".so", ".pyd", ".dylib", ".pyc")]

@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar
 
 import psycopg
+import tenacity
 from psycopg import errors as pg_errors
 from psycopg.types.json import Jsonb
 
@@ -159,9 +160,7 @@ class PostgresJournal(Journal):
 
     def _call(self, work: Callable[["psycopg.Connection[Tuple[Any, ...]]"], T], retry: bool = True) -> T:
         """Run ``work`` on the connection; if the connection is lost, reconnect and (``retry``) run it again."""
-        deadline = time.monotonic() + self.retry_seconds
-        delay = 0.05
-        while True:
+        def once() -> T:
             with self._mutex:
                 try:
                     return work(self._connection())
@@ -169,11 +168,18 @@ class PostgresJournal(Journal):
                     if not self._lost(err):
                         raise JournalError(f"The journal database {where(self.url)} refused a request: {_short(err)}") from None
                     self._drop()
-                    if not retry or time.monotonic() + delay > deadline:
-                        cause = err.cause if isinstance(err, _Unreachable) else err
-                        raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(cause)}") from None
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+                    raise _Unreachable(err.cause if isinstance(err, _Unreachable) else err) from None
+
+        try:
+            return self._reconnecting(_Unreachable, retry)(once)
+        except _Unreachable as err:
+            raise DatabaseUnreachable(f"The journal database {where(self.url)} is unreachable: {_short(err.cause)}") from None
+
+    def _reconnecting(self, lost: type, retry: bool = True) -> "tenacity.Retrying":
+        """Try again on ``lost``, 0.05 s then twice as long each time (up to 1 s), for ``retry_seconds`` in all."""
+        return tenacity.Retrying(retry=tenacity.retry_if_exception_type(lost), reraise=True,
+                                 stop=tenacity.stop_before_delay(self.retry_seconds) if retry else tenacity.stop_after_attempt(1),
+                                 wait=tenacity.wait_exponential(multiplier=0.05, max=1.0))
 
     def with_connection(self, work: Callable[["psycopg.Connection[Tuple[Any, ...]]"], T]) -> T:
         """Run ``work`` on the journal's connection (autocommit), reconnecting as reads do (the task queue's defers)."""
@@ -286,25 +292,21 @@ class PostgresJournal(Journal):
         if failpoints.ARMED:
             for body in bodies:
                 failpoints.hit("before_append:" + str(body.get("type")))
-        deadline = time.monotonic() + self.retry_seconds
-        delay = 0.05
-        while True:
+
+        def once() -> None:
             try:
                 self._call(lambda conn: self._write(conn, session_id, bodies, expected_version), retry=False)
-                break
             except DatabaseUnreachable:
                 # The connection broke mid-append: it may have committed. Never write it again
                 # blindly; read what the seqs hold (reads retry until the database is back).
                 outcome = self._outcome(session_id, bodies, expected_version)
-                if outcome == "written":
-                    break
                 if outcome == "taken":
                     raise ConcurrencyConflict(f"Session {session_id} changed meanwhile (its append after "
                                               f"version {expected_version} did not commit; another one did)") from None
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                if outcome != "written":
+                    raise  # not there: write it again
+
+        self._reconnecting(DatabaseUnreachable)(once)
         if failpoints.ARMED:
             for body in bodies:
                 failpoints.hit("after_append:" + str(body.get("type")))
@@ -421,26 +423,34 @@ class PostgresJournal(Journal):
     def _follow(self, conn: "Optional[psycopg.Connection[Tuple[Any, ...]]]", position: int,
                 idle_timeout: Optional[float]) -> Iterator[Appended]:
         idle_since = time.monotonic()
-        delay = 0.05
+
+        def read_past() -> List[Tuple[Any, ...]]:
+            """The rows past ``position``, on the listening connection (made again if it was lost)."""
+            nonlocal conn
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = self.connect()
+                    _migrate(conn)
+                    conn.execute(f"LISTEN {CHANNEL}")
+                return conn.execute(f"SELECT position, session_id, seq, body FROM {EVENTS} WHERE position > %s "
+                                    "ORDER BY position LIMIT 500", (position,)).fetchall()
+            except (psycopg.Error, _Unreachable) as err:
+                if conn is not None and not (conn.closed or conn.broken) and not isinstance(err, _Unreachable):
+                    raise JournalError(f"Cannot follow {where(self.url)}: {_short(err)}") from None
+                conn = None
+                raise _Unreachable(err.cause if isinstance(err, _Unreachable) else err) from None
+
+        def given_up(state: "tenacity.RetryCallState") -> bool:  # without an idle timeout, a follower waits on
+            return idle_timeout is not None and time.monotonic() - idle_since > max(idle_timeout, self.retry_seconds)
+
+        reading = tenacity.Retrying(retry=tenacity.retry_if_exception_type(_Unreachable), stop=given_up, reraise=True,
+                                    wait=tenacity.wait_exponential(multiplier=0.05, max=1.0))
         try:
             while True:
                 try:
-                    if conn is None or conn.closed or conn.broken:
-                        conn = self.connect()
-                        _migrate(conn)
-                        conn.execute(f"LISTEN {CHANNEL}")
-                    rows = conn.execute(f"SELECT position, session_id, seq, body FROM {EVENTS} WHERE position > %s "
-                                        "ORDER BY position LIMIT 500", (position,)).fetchall()
-                    delay = 0.05
-                except (psycopg.Error, _Unreachable) as err:
-                    if conn is not None and not (conn.closed or conn.broken) and not isinstance(err, _Unreachable):
-                        raise JournalError(f"Cannot follow {where(self.url)}: {_short(err)}") from None
-                    conn = None
-                    if idle_timeout is not None and time.monotonic() - idle_since > max(idle_timeout, self.retry_seconds):
-                        raise JournalError(f"The journal database {where(self.url)} is unreachable") from None
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
+                    rows = reading(read_past)
+                except _Unreachable:
+                    raise JournalError(f"The journal database {where(self.url)} is unreachable") from None
                 for pos, sid, seq, body in rows:
                     position = int(pos)
                     read = _parse_rows([(seq, body)])
@@ -455,6 +465,7 @@ class PostgresJournal(Journal):
                     if left <= 0:
                         return
                     wait = min(wait, left)
+                assert conn is not None  # read_past left it connected
                 try:
                     for _ in conn.notifies(timeout=wait, stop_after=1):
                         pass

@@ -355,21 +355,27 @@ def run_queue_workers(env: Mapping[str, str] = os.environ, concurrency: int = 10
     # create-session of this home, handed over (the first queue worker of a home listens).
     handoffs = open_handoffs(env, lambda line: print(f"{ev.format_time(ev.now())} [queue] {line}",
                                                      file=sys.stderr, flush=True))
-    delay = 0.5
+    import tenacity
+
+    def serve() -> int:
+        _ensure_schema(url)
+        asyncio.run(_serve(env, concurrency, settings))
+        return 0
+
+    def restarting(state: tenacity.RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        pause = state.next_action.sleep if state.next_action else 0.0
+        print(f"queue: worker stopped ({type(err).__name__}: {err}); starting again in {pause:g} s",
+              file=sys.stderr, flush=True)
+        _migrated.pop(url, None)
+
     try:
-        while True:
-            try:
-                _ensure_schema(url)
-                asyncio.run(_serve(env, concurrency, settings))
-                return 0
-            except KeyboardInterrupt:
-                return 0
-            except Exception as err:
-                print(f"queue: worker stopped ({type(err).__name__}: {err}); starting again in {delay:g} s",
-                      file=sys.stderr, flush=True)
-                _migrated.pop(url, None)
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        # Started again after any failure, 0.5 s then twice as long each time (up to 10 s); Ctrl-C ends it.
+        return int(tenacity.Retrying(retry=tenacity.retry_if_exception_type(Exception), stop=tenacity.stop_never,
+                                     wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+                                     before_sleep=restarting)(serve))
+    except KeyboardInterrupt:
+        return 0
     finally:
         if handoffs is not None:
             handoffs.close()
