@@ -278,3 +278,18 @@ def test_a_key_pasted_without_its_flag_is_not_echoed(cli):
     key = "mgk_live_0123456789abcdef"
     ran = cli("setup", key)
     assert ran.code == 2 and ran.lines[-1].startswith("❌ ") and key not in ran.out + ran.err, ran
+
+
+def test_each_command_named_first_builds_its_own_modules_parser_and_the_same_command():
+    """main() registers only the module of the command it is given: the map must name every command's own module."""
+    from libtv_fsm.cli import _COMMANDS, build_parser
+
+    def commands(parser):
+        return next(a for a in parser._actions if a.dest == "command").choices
+
+    everything = commands(build_parser())
+    assert set(_COMMANDS) == set(everything), "a command is missing from cli._COMMANDS (or one there no longer exists)"
+    for name in everything:
+        alone = commands(build_parser(name))
+        assert name in alone and alone[name].format_usage() == everything[name].format_usage(), name
+    assert commands(build_parser("--help")).keys() == everything.keys()
