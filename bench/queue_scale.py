@@ -20,13 +20,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import database_url, pg_schema  # noqa: E402
 
 
 def rss_mib(pids: List[int]) -> float:
@@ -62,25 +63,20 @@ def main() -> int:
     p.add_argument("--fetch", type=float, default=0.5)
     p.add_argument("--hang", type=float, default=2.0)
     p.add_argument("--no-kill", action="store_true", help="keep every worker: no takeover measurement")
-    a = p.parse_args()
-    base = os.environ.get("LIBTV_TEST_DATABASE_URL")
-    if not base:
-        print("set LIBTV_TEST_DATABASE_URL (eval \"$(tests/toolchain/postgres.sh start)\")", file=sys.stderr)
+    if not database_url(p):
         return 2
-    sys.path.insert(0, str(ROOT / "tests"))
-    import psycopg
-    from pg import schema_url
+    a = p.parse_args()
+    with pg_schema(a.url) as url:
+        return measure(a, url)
 
+
+def measure(a: argparse.Namespace, url: str) -> int:
     from libtv_fsm.backends import open_backend
     from libtv_fsm.sim import Simulator
     from libtv_fsm.store import SessionStore
     from libtv_fsm.submit import resolve_target, submit
     from libtv_fsm.waiting.queue import defer_on_submit, migrate_queue
 
-    schema = "bench_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    url = schema_url(base, schema)
     tmp = Path(tempfile.mkdtemp(prefix="queue-scale-"))
     procs: List["subprocess.Popen[bytes]"] = []
     try:
@@ -209,8 +205,6 @@ def main() -> int:
                 pr.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 pr.kill()
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return 0
 
 
