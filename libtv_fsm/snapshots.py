@@ -208,7 +208,7 @@ def _timestamp(text: Optional[str]) -> float:
     return datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text).timestamp()
 
 
-def _newest_first(s: Summary) -> Tuple[float, float, str]:
+def newest_first(s: Summary) -> Tuple[float, float, str]:
     return (s.created, s.updated, s.session_id)  # SessionStore.sessions' order
 
 
@@ -297,7 +297,7 @@ def list_sessions(home: Path, run_locks: Optional[Dict[int, str]] = None) -> Lis
             summary = Summary.of(_replay_bytes(sid, data), steady_key)
         rows.append(summary)
     if stale or dropped or not whole:
-        rows.sort(key=_newest_first, reverse=True)
+        rows.sort(key=newest_first, reverse=True)
         body = "".join(row.line() + "\n" for row in rows if row.key is not None)
         _atomic_write(root / SNAPSHOT_DIR / INDEX_NAME, _index_header() + "\n" + body)
     return rows

@@ -112,7 +112,7 @@ class DatabaseViews(Projection):
         store.journal.save_views([(session.session_id, session.version, _view_doc(session))])
 
     def listing(self, store: Any) -> "Optional[List[Summary]]":
-        from libtv_fsm.snapshots import Summary, content_stamp
+        from libtv_fsm.snapshots import Summary, content_stamp, newest_first
 
         stamp = content_stamp()
         rows: List[Summary] = []
@@ -130,7 +130,7 @@ class DatabaseViews(Projection):
             store.journal.save_views([(s.session_id, s.version, _view_doc(s)) for s in replayed if s.version > 0])
         except Exception as err:  # a cache: the listing stands without it
             log.warning("could not save %d session views: %s", len(replayed), err)
-        return sorted(rows, key=lambda r: (r.created, r.updated, r.session_id), reverse=True)
+        return sorted(rows, key=newest_first, reverse=True)
 
 
 def _view_doc(session: "Session") -> Dict[str, Any]:
