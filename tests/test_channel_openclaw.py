@@ -104,6 +104,10 @@ def test_openclaw_runs_without_other_channels_credentials(env: Dict[str, str], t
     ("OutboundDeliveryError: Call to 'sendVideo' failed! (429: Too Many Requests: retry after 5)", "video",
      SendInDoubt, True),
     ("OutboundDeliveryError: Call to 'sendMessage' failed! (502: Bad Gateway)", "text", SendInDoubt, True),
+    # The gateway could not reach the platform: the send is still in its queue, not "nothing sent".
+    ("OutboundDeliveryError: request to https://api.telegram.org failed, reason: connect ECONNREFUSED 127.0.0.1:9",
+     "text", SendInDoubt, True),
+    ("OutboundDeliveryError: getaddrinfo ENOTFOUND api.telegram.org", "video", SendInDoubt, True),
     # The platform refused the message itself: sending it again changes nothing.
     ("OutboundDeliveryError: Telegram recipient 424242 could not be resolved", "text", errors.PermanentError, False),
     ("Error: Unknown channel: whatsap", "text", errors.PermanentError, False),
@@ -168,3 +172,17 @@ def test_the_answer_is_found_after_log_lines() -> None:
     pretty = json.dumps({"action": "send", "payload": {"ok": True, "messageId": "1", "list": [{"a": 1}]}}, indent=2)
     assert last_json("[openclaw] resolving\n" + pretty + "\n")["action"] == "send"  # not a nested object
     assert last_json("no json here") is None
+
+
+def test_a_result_that_cannot_be_copied_into_the_media_folder_is_refused_so_the_link_goes(tmp_path: Path) -> None:
+    from libtv_fsm.channels.openclaw import staged
+
+    env = {"OPENCLAW_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    root = media_root(env)
+    root.mkdir(parents=True)
+    not_a_file = tmp_path / "clip.mp4"
+    not_a_file.mkdir()  # copyfile fails with an OSError, as on a full disk
+    with pytest.raises(FileRefused):
+        with staged(not_a_file, "clip.mp4", env):
+            pass
+    assert not list(root.iterdir()), "the staging folder was left behind"

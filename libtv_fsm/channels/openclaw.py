@@ -39,8 +39,10 @@ _PASSED = frozenset({
 _PASSED_PREFIXES = ("OPENCLAW_", "LC_")
 
 # How `openclaw message send` says why a send failed (`<Kind>: ...`, CONTRACT section 7):
-# - the CLI never reached the gateway: nothing was sent, try again later;
+# - the CLI never reached the gateway: nothing was sent, try again later (but a connection error inside
+#   an OutboundDeliveryError is the gateway's own, towards the platform: that send stays in its queue);
 _NOT_REACHED = re.compile(r"gateway not reachable|\b(ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH)\b", re.I)
+_QUEUED = re.compile(r"^OutboundDeliveryError\b")
 # - the gateway may not read the file, or it is over the media cap (24 MiB unless mediaMaxMb): a link instead;
 _TOO_LARGE = re.compile(r"exceeds? (the )?(limit|size|\d)|too (large|big)|size limit|\b413\b", re.I)
 _REFUSED_FILE = re.compile(r"^(LocalMediaAccessError|FsSafeError|MediaReferenceError)\b")
@@ -49,7 +51,7 @@ _PERMANENT = re.compile(r"could not be resolved|chat not found|not found|forbidd
                         r"\b(400|401|403|404)\b", re.I)
 # - the gateway tried and failed (its 3 tries at a 429, a 5xx, a timeout): it keeps the send in its
 #   outbound queue and may still deliver it, so the outcome is in doubt.
-_IN_DOUBT = re.compile(r"^OutboundDeliveryError\b|\b(429|5\d\d)\b|too many requests|timed? ?out|ETIMEDOUT|"
+_IN_DOUBT = re.compile(r"\b(429|5\d\d)\b|too many requests|timed? ?out|ETIMEDOUT|"
                        r"ECONNRESET|socket hang up|fetch failed", re.I)
 
 
@@ -129,7 +131,12 @@ def staged(path: Path, name: str, env: Mapping[str, str]) -> Iterator[Path]:
                           reason="OpenClaw's media folder cannot be written") from None
     try:
         copy = folder / name
-        shutil.copyfile(path, copy)
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as err:  # a full disk, a read-only media folder: the link goes instead
+            raise FileRefused(f"The result could not be copied into OpenClaw's media folder {root}: "
+                              f"{err.strerror or type(err).__name__}",
+                              reason="the copy into OpenClaw's media folder failed") from None
         yield copy
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -237,7 +244,7 @@ class OpenClawChannel(Channel):
 def _failure(text: str, reason: str, kind: str, exit_code: int) -> errors.LibtvError:
     """The error a failed send is, by what OpenClaw said (CONTRACT section 7)."""
     reason = reason.strip()
-    if _NOT_REACHED.search(reason):
+    if _NOT_REACHED.search(reason) and not _QUEUED.match(reason):
         return errors.UnavailableError(text + " (nothing was sent)", code=str(exit_code))
     if kind != "text" and (_REFUSED_FILE.match(reason) or _TOO_LARGE.search(reason)):
         if _TOO_LARGE.search(reason):
@@ -245,7 +252,7 @@ def _failure(text: str, reason: str, kind: str, exit_code: int) -> errors.LibtvE
         return FileRefused(text, reason="OpenClaw could not read the file", code=str(exit_code))
     if _PERMANENT.search(reason):
         return errors.PermanentError(text, code=str(exit_code))
-    if _IN_DOUBT.search(reason):
+    if _QUEUED.match(reason) or _IN_DOUBT.search(reason):
         return SendInDoubt(text + "; the gateway may still deliver it from its queue")
     return errors.PermanentError(text, code=str(exit_code))
 
