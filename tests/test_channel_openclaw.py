@@ -178,8 +178,9 @@ def test_a_result_that_cannot_be_copied_into_the_media_folder_is_refused_so_the_
     from libtv_fsm.channels.openclaw import staged
 
     env = {"OPENCLAW_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path)}
+    (tmp_path / "state" / "media").mkdir(parents=True)
     root = media_root(env)
-    root.mkdir(parents=True)
+    assert root == tmp_path / "state" / "media"
     not_a_file = tmp_path / "clip.mp4"
     not_a_file.mkdir()  # copyfile fails with an OSError, as on a full disk
     with pytest.raises(FileRefused):
