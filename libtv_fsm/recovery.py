@@ -30,13 +30,20 @@ def waiter_running(store: Any, session_id: str) -> bool:
 
 
 def recover(store: Any, env: Mapping[str, str], backend: Optional[Any], spawn: Optional[Callable[[str], int]],
-            log: Callable[[str], None]) -> List[Dict[str, Any]]:
-    """One entry per session (CONTRACT `recover --json`), newest first; side effects as the docstring above."""
+            log: Callable[[str], None], waited: Optional[Callable[[str], bool]] = None) -> List[Dict[str, Any]]:
+    """One entry per session (CONTRACT `recover --json`), newest first; side effects as the docstring above.
+
+    ``waited``: whether something other than a claimed waiter is waiting on the session (a queued job).
+    """
     from libtv_fsm.results import result_prefixes
     from libtv_fsm.waiter import observe
 
     prefixes = result_prefixes(env.get("LIBTV_EXTRA_RESULT_PREFIXES"))
-    running = _running_check(store)
+    claimed = _running_check(store)
+
+    def running(sid: str) -> bool:
+        return claimed(sid) or (waited is not None and waited(sid))
+
     report = []
     # Summaries, not replays: a session whose journal did not change comes from the snapshot index.
     rows = store.summaries()

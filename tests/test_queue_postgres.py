@@ -292,3 +292,26 @@ def test_a_command_naming_another_journal_or_none_is_not_served_by_the_queue_wor
         assert time.monotonic() < deadline, "the home worker never delivered the JSONL session"
         time.sleep(0.1)
     assert handed_over(host) == []
+
+
+def test_recover_counts_a_queued_job_as_the_sessions_waiter(hosts, sim, pg_url):
+    """Between two steps no claim is held; the queued job is what waits on the session: recover says running."""
+    from libtv_fsm.waiting.queue import queued_jobs
+
+    [host] = hosts(1)
+    ran = host.cli("create-session", "a heron", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0, ran
+    sid = ran.json()["sessionId"]
+    recovered = host.cli("recover", "--json")
+    assert recovered.code == 0, recovered
+    assert [(e["session_id"], e["waiter"]) for e in recovered.json()["sessions"]] == [(sid, "running")]
+    assert len(queued_jobs(pg_url, sid)) == 1
+
+
+def test_a_queue_worker_finds_a_home_given_with_a_tilde(hosts, sim, pg_url, tmp_path):
+    """NEXU_HOME=~/... is expanded as every command expands it, so the worker reads the key from that home."""
+    [host] = hosts(1)
+    ran = host.cli("create-session", "a lynx", "--channel", "feishu", "--chat-id", GROUP)
+    assert ran.code == 0, ran
+    host.start(env={"HOME": str(tmp_path), "NEXU_HOME": f"~/{host.home.name}"})
+    wait_delivered(pg_url, [ran.json()["sessionId"]], 30, [host])

@@ -222,10 +222,14 @@ def recover(args: argparse.Namespace) -> int:
     mode = worker_mode(os.environ)
     wanted = []
 
+    waited = None
     if mode == "queue":
-        from libtv_fsm.waiting.queue import defer_first_step, defer_on_submit
+        from libtv_fsm.waiting.queue import defer_first_step, defer_on_submit, has_job
 
         defer_on_submit(store)  # an intent finished below commits its first job with it
+
+        def waited(sid: str) -> bool:  # between two steps no claim is held: the queued job is the waiter
+            return has_job(store, sid)
 
     def spawn(sid: str) -> int:
         if mode == "process":
@@ -246,7 +250,7 @@ def recover(args: argparse.Namespace) -> int:
     # First the submits a crashed create-session left behind: a recovered one is then an ordinary session below.
     submits = resolve_submits(store, backend, log)
     # Its listing brings the read model up to date (the store's projections), its re-checks too.
-    report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log)
+    report = run_recover(store, os.environ, backend, None if skip or not api_key else spawn, log=log, waited=waited)
     if wanted:
         from libtv_fsm.spawn import start_background
 

@@ -31,7 +31,6 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from libtv_fsm import events as ev
@@ -163,6 +162,17 @@ def defer_first_step(store: Any, session_id: str) -> bool:
     return bool(journal.with_connection(lambda conn: _defer(conn, journal.url, session_id, {}, True)))
 
 
+def has_job(store: Any, session_id: str) -> bool:
+    """Whether ``session_id`` has a step job waiting or running: the queue is waiting on it (``recover``)."""
+    def work(conn: Any) -> bool:
+        row = conn.execute("SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE task_name = %s AND lock = %s "
+                           "AND status IN ('todo', 'doing'))", (TASK, session_id)).fetchone()
+        return bool(row and row[0])
+
+    _ensure_schema(store.journal.url)
+    return bool(store.journal.with_connection(work))
+
+
 def defer_on_submit(store: Any) -> None:
     """Make every append of a ``submitted`` event to ``store``'s journal commit its first job with it.
 
@@ -208,7 +218,7 @@ class _Runtime:
 
         self.env = dict(env)
         self.url = self.env["LIBTV_JOURNAL_URL"].strip()
-        self.home = Path(self.env.get("NEXU_HOME") or nexu_home())
+        self.home = nexu_home(self.env)
         self.store = SessionStore.from_url(self.url, self.home)
         self.settings = WaitSettings.from_env(self.env)
         self.host = socket.gethostname()
