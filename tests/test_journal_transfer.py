@@ -93,3 +93,25 @@ def test_db_migrate_creates_the_schema_once_and_says_so(home, pg_url):
     assert again.code == 0 and again.lines == ["Journal schema at version 3 (already current)",
                                                "Task queue schema already there"], again
     assert cli("db", "migrate").last.startswith("❌ ")
+
+
+def test_importing_from_a_folder_that_holds_no_journal_is_one_clear_line(home, tmp_path):
+    ran = Cli(home)("journal", "import", "--from", str(tmp_path / "typo"))
+    assert ran.code != 0 and ran.last.startswith("❌ No journal to copy at") and "typo" in ran.last, ran
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ran = Cli(home)("journal", "import", "--from", str(empty))
+    assert ran.code != 0 and ran.last.startswith("❌ No journal to copy at"), ran
+
+
+def test_a_home_that_receives_sessions_lists_them_in_its_read_model(tmp_path):
+    """libtv-sessions.json (CONTRACT 3) of the target home shows the copied sessions, not only its own."""
+    home, other = tmp_path / "a", tmp_path / "b"
+    home.mkdir(), other.mkdir()
+    fill(home)
+    SessionStore(other).record("s9", submitted())  # the target already has a read model: s9 alone
+    ran = Cli(other)("journal", "import", "--from", str(home))
+    assert ran.code == 0, ran
+    listed = json.loads((other / "libtv-sessions.json").read_text())
+    rows = listed["sessions"] if isinstance(listed, dict) else listed
+    assert sorted(r["session_id"] for r in rows) == ["s1", "s2", "s3", "s9"]

@@ -56,7 +56,7 @@ def journal_export(args: argparse.Namespace) -> int:
 
 
 def journal_import(args: argparse.Namespace) -> int:
-    return _copy(_journal_at(args.source, import_legacy=True), _this_journal(), "Imported")
+    return _copy(_journal_at(args.source, source=True), _this_journal(), "Imported")
 
 
 def _this_journal() -> Named:
@@ -70,8 +70,11 @@ def _this_journal() -> Named:
     return store.journal, str(store.home), str(Path(store.home).resolve())
 
 
-def _journal_at(spec: str, import_legacy: bool = False) -> Named:
-    """The journal ``spec`` names: a postgresql:// URL, or a NEXU_HOME folder (or its libtv-journal folder)."""
+def _journal_at(spec: str, source: bool = False) -> Named:
+    """The journal ``spec`` names: a postgresql:// URL, or a NEXU_HOME folder (or its libtv-journal folder).
+
+    A ``source`` folder must hold a journal (a legacy file there is imported first); a target is created.
+    """
     from libtv_fsm.errors import InputError
     from libtv_fsm.journal import JOURNAL_DIR, JsonlJournal, describe_url, is_database_url, open_journal
 
@@ -85,17 +88,20 @@ def _journal_at(spec: str, import_legacy: bool = False) -> Named:
         home = home.parent
     if home.exists() and not home.is_dir():
         raise InputError(f"Not a folder: {home}")
-    if import_legacy and home.is_dir():
+    if source and home.is_dir():
         from libtv_fsm import events as ev
         from libtv_fsm.legacy import import_legacy as run_import
         from libtv_fsm.store import SessionStore
 
         run_import(SessionStore(home), ev.now())  # what any command in that home would do first
+    if source and not (home / JOURNAL_DIR).is_dir():
+        raise InputError(f"No journal to copy at {home}: not a NEXU_HOME (it has no {JOURNAL_DIR} folder)")
     return JsonlJournal(home), str(home), str(home.resolve())
 
 
 def _copy(source_named: Named, target_named: Named, verb: str) -> int:
     from libtv_fsm.errors import InputError
+    from libtv_fsm.journal import JsonlJournal
     from libtv_fsm.journal.transfer import copy_journal
 
     (source, source_name, source_id), (target, target_name, target_id) = source_named, target_named
@@ -114,4 +120,9 @@ def _copy(source_named: Named, target_named: Named, verb: str) -> int:
         fail(f"Session {r.session_id} not copied: {r.problem}")
     for journal in (source, target):
         journal.close()
+    if appended and isinstance(target, JsonlJournal):
+        from libtv_fsm import readmodel
+
+        # The copy appended below the store: the home's libtv-sessions.json is rebuilt, as legacy.py does.
+        readmodel.rebuild(target.root.parent)
     return 1 if refused else 0
