@@ -115,3 +115,10 @@ def test_a_home_that_receives_sessions_lists_them_in_its_read_model(tmp_path):
     listed = json.loads((other / "libtv-sessions.json").read_text())
     rows = listed["sessions"] if isinstance(listed, dict) else listed
     assert sorted(r["session_id"] for r in rows) == ["s1", "s2", "s3", "s9"]
+
+
+def test_db_migrate_and_the_retry_setting_refuse_bad_values_in_one_line(home, pg_url):
+    ran = Cli(home)("db", "migrate", "--url", "mysql://root:hunter2@db/x")
+    assert ran.code != 0 and ran.lines == ["❌ --url must be a postgresql:// URL"], ran
+    ran = Cli(home)("history", "s1", env={"LIBTV_JOURNAL_URL": pg_url, "LIBTV_JOURNAL_RETRY_SECONDS": "soon"})
+    assert ran.code != 0 and ran.last.startswith("❌ LIBTV_JOURNAL_RETRY_SECONDS must be a number"), ran

@@ -30,11 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def db_migrate(args: argparse.Namespace) -> int:
     from libtv_fsm.cli.session_commands import journal_url
     from libtv_fsm.errors import InputError
-    from libtv_fsm.journal import open_journal
+    from libtv_fsm.journal import is_database_url, open_journal
 
     url = (args.url or journal_url()).strip()
     if not url:
         raise InputError("db migrate needs a database: set LIBTV_JOURNAL_URL or pass --url postgresql://...")
+    if args.url and not is_database_url(url):  # not echoed: a URL can hold a password
+        raise InputError("--url must be a postgresql:// URL")
     journal: Any = open_journal(url)
     try:
         before, now = journal.migrate()

@@ -48,8 +48,7 @@ def open_journal(url: str) -> Journal:
                            f"{EXTRA}  (Python >= 3.10)") from None
     import os
 
-    try:  # how long a command waits for a restarting database before it gives up (default 30 s)
-        retry = float(os.environ.get("LIBTV_JOURNAL_RETRY_SECONDS") or 30.0)
-    except ValueError:
-        raise JournalError("LIBTV_JOURNAL_RETRY_SECONDS must be a number of seconds") from None
-    return PostgresJournal(url.strip(), retry_seconds=max(0.0, retry))
+    from libtv_fsm.config import env_number
+
+    # How long a command waits for a restarting database before it gives up (default 30 s).
+    return PostgresJournal(url.strip(), retry_seconds=env_number(os.environ, "LIBTV_JOURNAL_RETRY_SECONDS", 30.0))
