@@ -11,13 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List
 
-from libtv_fsm.readmodel import IMPORT_MARKER, MAX_SESSIONS, READ_MODEL, rebuild
-from libtv_fsm.snapshots import JOURNAL_DIR
+from libtv_fsm.readmodel import IMPORT_MARKER, READ_MODEL, rebuild
+from libtv_fsm.snapshots import JOURNAL_DIR, legacy_import_pending
 
-MAX_LEGACY = MAX_SESSIONS
 CANVAS = "https://www.liblib.tv/canvas?projectId="
 
-__all__ = ["READ_MODEL", "IMPORT_MARKER", "MAX_LEGACY", "legacy_events", "import_legacy"]
+__all__ = ["READ_MODEL", "IMPORT_MARKER", "legacy_events", "import_legacy"]
 
 
 def _time(value: Any, fallback: datetime) -> datetime:
@@ -72,7 +71,7 @@ def import_legacy(store: Any, now: datetime) -> int:
     home = Path(store.home)
     path = home / READ_MODEL
     marker = home / JOURNAL_DIR / IMPORT_MARKER
-    if marker.exists() or not path.is_file():
+    if not legacy_import_pending(home):
         return 0
     try:
         records = json.loads(path.read_text(encoding="utf-8"))

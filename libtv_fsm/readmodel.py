@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from libtv_fsm.snapshots import (IMPORT_MARKER, JOURNAL_DIR, READ_MODEL, SNAPSHOT_DIR, Summary, code_stamp,
-                                 legacy_import_pending, list_sessions)
+                                 _timestamp, legacy_import_pending, list_sessions)
 
 MAX_SESSIONS = 50
 LOCK_TIMEOUT = 10.0
@@ -188,9 +187,7 @@ def _mark_ours(home: Path) -> None:
 
 def _order(record: Mapping[str, Any]) -> Tuple[float, str]:
     """A row's place, newest first, exactly as read_model_text orders Summaries (timestamp, then id)."""
-    created = str(record["created_at"])
-    when = datetime.fromisoformat(created[:-1] + "+00:00" if created.endswith("Z") else created)
-    return (when.timestamp(), str(record["session_id"]))
+    return (_timestamp(str(record["created_at"])), str(record["session_id"]))
 
 
 def _rows(text: Optional[str]) -> Optional[List[Dict[str, Any]]]:

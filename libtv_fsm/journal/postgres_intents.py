@@ -15,6 +15,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from libtv_fsm.errors import JournalError
+from libtv_fsm.journal.postgres import _short
 
 if TYPE_CHECKING:
     from libtv_fsm.journal.postgres import PostgresJournal
@@ -40,7 +41,7 @@ class PostgresIntent:
         try:
             self._conn.execute(sql, params)
         except psycopg.Error as err:
-            raise JournalError(f"Cannot write the submit record {self.id}: {str(err).strip().splitlines()[0][:200]}") from None
+            raise JournalError(f"Cannot write the submit record {self.id}: {_short(err)}") from None
 
     def update(self, **fields: Any) -> None:
         self.record.update(fields)
@@ -85,7 +86,7 @@ class PostgresIntents:
             conn.execute(f"INSERT INTO {INTENTS} (id, record) VALUES (%s, %s)", (intent_id, Jsonb(record)))
         except psycopg.Error as err:
             conn.close()
-            raise JournalError(f"Cannot write the submit record: {str(err).strip().splitlines()[0][:200]}") from None
+            raise JournalError(f"Cannot write the submit record: {_short(err)}") from None
         return PostgresIntent(conn, record)
 
     def orphans(self) -> List[PostgresIntent]:

@@ -9,7 +9,7 @@ left untouched and reported. Events keep their order and content; their seqs are
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import attr
 
@@ -29,15 +29,9 @@ class Copied:
     problem: str = ""
 
 
-def copy_journal(source: Journal, target: Journal, progress: Optional[Callable[[Copied], None]] = None) -> List[Copied]:
+def copy_journal(source: Journal, target: Journal) -> List[Copied]:
     """Bring every session of ``source`` into ``target``; one :class:`Copied` per session, in session-id order."""
-    report = []
-    for sid in source.session_ids():
-        done = copy_session(source, target, sid)
-        if progress is not None:
-            progress(done)
-        report.append(done)
-    return report
+    return [copy_session(source, target, sid) for sid in source.session_ids()]
 
 
 def copy_session(source: Journal, target: Journal, session_id: str) -> Copied:

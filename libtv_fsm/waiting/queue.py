@@ -38,7 +38,7 @@ from libtv_fsm.machine import CREATED, DELIVERED, TIMEOUT
 from libtv_fsm.waiting.context import Due, RunContext
 from libtv_fsm.waiting.settings import WaitSettings
 
-__all__ = ["TASK", "QUEUE", "QueueSettings", "queue_mode", "migrate_queue", "defer_first_step", "defer_on_submit",
+__all__ = ["TASK", "QUEUE", "QueueSettings", "migrate_queue", "defer_first_step", "defer_on_submit",
            "run_queue_workers", "queued_jobs"]
 
 TASK = "libtv.step"
@@ -79,11 +79,6 @@ class QueueSettings:
         # announces a job due at once; one scheduled for later is found by this poll).
         self.sweep = number("LIBTV_QUEUE_SWEEP_SECONDS", 5.0)
         self.fetch = number("LIBTV_QUEUE_FETCH_SECONDS", 1.0)
-
-
-def queue_mode(env: Mapping[str, str] = os.environ) -> bool:
-    """Whether waiting is a queue job: a database journal is configured (CONTRACT section 9)."""
-    return bool(env.get("LIBTV_JOURNAL_URL", "").strip())
 
 
 # -- the schema -------------------------------------------------------------------------------------

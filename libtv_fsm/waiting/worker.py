@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from libtv_fsm import events as ev
+from libtv_fsm.journal.jsonl import JOURNAL_DIR
 from libtv_fsm.machine import TIMEOUT
 from libtv_fsm.waiting import homefiles
 from libtv_fsm.waiting.context import Due, Finished, RunContext
@@ -131,7 +132,7 @@ class HomeWorker:
         return 0
 
     def _serve(self) -> None:
-        root = os.path.join(self.home, "libtv-journal")
+        root = os.path.join(self.home, JOURNAL_DIR)
         wake = homefiles.path(self.home, homefiles.WAKE_NAME)
         retry = homefiles.path(self.home, homefiles.RETRY_NAME)
         seen = (homefiles.stamp(root), homefiles.stamp(wake))
@@ -284,7 +285,7 @@ class HomeWorker:
                 self.busy.pop(sid, None)
 
     def _key(self, sid: str) -> Optional[str]:
-        st = homefiles.stamp(os.path.join(self.home, "libtv-journal", f"{sid}.jsonl"))
+        st = homefiles.stamp(os.path.join(self.home, JOURNAL_DIR, f"{sid}.jsonl"))
         return None if st is None else ".".join(map(str, st))
 
     def _take(self, sid: str) -> None:
