@@ -261,6 +261,8 @@ def test_create_session_is_handed_to_a_queue_worker_of_the_same_home(hosts, sim,
     assert [line.rsplit(": exit ", 1)[1] for line in handed_over(host)] == ["0"], (host.home / "worker.err").read_text()
     wait_delivered(pg_url, [sid], 30, [host, other])
     assert sends(sim) == {"total": 1, "distinct": 1}
+    logs = list(host.home.glob(f"libtv-waiter-{sid}.log")) + list(other.home.glob(f"libtv-waiter-{sid}.log"))
+    assert logs and all(log.stat().st_mode & 0o777 == 0o600 for log in logs), "a waiter log others can read"
     refused = host.cli("create-session", "  ")  # the command's own checks answer as before
     assert refused.code != 0 and refused.lines[-1].startswith("❌"), refused
     assert len(handed_over(host)) == 1

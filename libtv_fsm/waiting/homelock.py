@@ -64,15 +64,18 @@ class HomeLock:
 
 
 class WorkerLog:
-    """Timestamped lines in libtv-worker.log; a line about a session also in that session's waiter log."""
+    """Timestamped lines in ``main`` (libtv-worker.log; None: none); a line about a session also in that
+    session's waiter log (0600, as every log the project writes), and to ``echo`` if given."""
 
-    def __init__(self, home: str, echo: Optional[Callable[[str], None]] = None) -> None:
+    def __init__(self, home: str, echo: Optional[Callable[[str], None]] = None,
+                 main: Optional[str] = homefiles.LOG_NAME) -> None:
         self.home = str(home)
         self.echo = echo
+        self.main = main
 
     def __call__(self, line: str, sid: Optional[str] = None) -> None:
         text = f"{ev.format_time(ev.now())} [{sid or 'worker'}] {line}\n".encode("utf-8", "replace")
-        targets = [homefiles.path(self.home, homefiles.LOG_NAME)]
+        targets = [homefiles.path(self.home, self.main)] if self.main else []
         if sid:
             targets.append(homefiles.path(self.home, f"libtv-waiter-{sid}.log"))
         for target in targets:

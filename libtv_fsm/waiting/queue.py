@@ -224,18 +224,10 @@ class _Runtime:
         return require_api_key(self.home)  # read per job: `setup` may change it while the worker runs
 
     def log(self, session_id: str) -> Callable[[str], None]:
-        path = self.home / f"libtv-waiter-{session_id}.log"
+        """The session's lines: its waiter log and this process's stderr (a queue worker has no libtv-worker.log)."""
+        from libtv_fsm.waiting.homelock import WorkerLog
 
-        def log(line: str) -> None:
-            text = f"{ev.format_time(ev.now())} [{session_id}] {line}\n"
-            sys.stderr.write(text)
-            try:
-                with open(path, "a", encoding="utf-8") as fh:
-                    fh.write(text)
-            except OSError:
-                pass
-
-        return log
+        return WorkerLog(str(self.home), echo=lambda text: print(text, file=sys.stderr, flush=True), main=None).of(session_id)
 
 
 _runtime: Optional[_Runtime] = None
