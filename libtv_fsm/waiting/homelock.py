@@ -12,10 +12,13 @@ HOME_LOCK_WAIT = 0.5       # a momentary probe of the lock must not make a start
 
 
 class HomeLock:
-    """``$NEXU_HOME/libtv-worker.lock``: held by the one worker that serves the home."""
+    """``$NEXU_HOME/libtv-worker.lock``: held by the one worker that serves the home (``name``: another such
+    lock, e.g. the queue worker's libtv-queue.lock; ``pid``: the file naming its holder, None for none)."""
 
-    def __init__(self, home: str) -> None:
+    def __init__(self, home: str, name: str = homefiles.LOCK_NAME, pid: Optional[str] = homefiles.PID_NAME) -> None:
         self.home = home
+        self.name = name
+        self.pid = pid
         self._lock: Any = None
 
     @property
@@ -38,7 +41,7 @@ class HomeLock:
             except Timeout:
                 return False
             _write_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
-        lock = FileLock(homefiles.path(self.home, homefiles.LOCK_NAME), timeout=wait)
+        lock = FileLock(homefiles.path(self.home, self.name), timeout=wait)
         deadline = time.monotonic() + await_older
         try:
             while True:
@@ -53,13 +56,15 @@ class HomeLock:
                 _remove_pid(homefiles.path(self.home, homefiles.SUCCESSOR_PID_NAME))
                 successor.release()
         self._lock = lock
-        _write_pid(homefiles.path(self.home, homefiles.PID_NAME))
+        if self.pid:
+            _write_pid(homefiles.path(self.home, self.pid))
         return True
 
     def release(self) -> None:
         if self._lock is not None:
             lock, self._lock = self._lock, None
-            _remove_pid(homefiles.path(self.home, homefiles.PID_NAME))
+            if self.pid:
+                _remove_pid(homefiles.path(self.home, self.pid))
             lock.release()
 
 

@@ -11,7 +11,6 @@ workers of the home (and those on other hosts) serve jobs only.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -62,16 +61,12 @@ class QueueHandoffs:
 
     def open(self) -> bool:
         """Listen if no other queue worker of this home does; True if this one listens."""
-        from filelock import FileLock, Timeout
-
-        os.makedirs(self.home, exist_ok=True)
-        lock = FileLock(homefiles.path(self.home, homefiles.QUEUE_LOCK_NAME), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            return False
+        from libtv_fsm.waiting.homelock import HomeLock
         from libtv_fsm.waiting.listener import Listener
 
+        lock = HomeLock(self.home, homefiles.QUEUE_LOCK_NAME, pid=None)
+        if not lock.take(wait=0):
+            return False
         self._lock = lock
         self._listener = Listener(self, self.log, name=homefiles.QUEUE_SOCKET_NAME, journal=self.journal)
         self._listener.open()
