@@ -101,7 +101,7 @@ def measure(a: argparse.Namespace, url: str) -> int:
                 wenv = dict(env, NEXU_HOME=str(home), LIBTV_DOWNLOAD_DIR=str(home / "dl"))
                 subprocess.run([sys.executable, "-m", "libtv_fsm", "setup", "--api-key", sim.GATEWAY_KEY],
                                env=wenv, check=True, capture_output=True)
-                procs.append(subprocess.Popen([sys.executable, "-m", "libtv_fsm.waiting.queue", "worker",
+                procs.append(subprocess.Popen([sys.executable, "-m", "libtv_fsm", "worker",
                                                "--concurrency", str(a.concurrency)], env=wenv, cwd=str(home),
                                               stdout=subprocess.DEVNULL, stderr=open(home / "worker.err", "wb")))
 

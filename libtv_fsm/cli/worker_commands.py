@@ -32,13 +32,11 @@ def idle_exit(flag: Optional[float], env: Mapping[str, str]) -> float:
 def worker(args: argparse.Namespace) -> int:
     import sys
 
-    from libtv_fsm.cli.session_commands import open_store
+    from libtv_fsm.cli.session_commands import journal_url, open_store
     from libtv_fsm.errors import InputError
-    from libtv_fsm.waiting.worker import serve
 
     if args.concurrency < 1:
         raise InputError("--concurrency must be at least 1")
-    from libtv_fsm.cli.session_commands import journal_url
 
     if journal_url(os.environ):
         # A database journal: serve its task queue (CONTRACT section 9); any number, on any host.
@@ -46,8 +44,11 @@ def worker(args: argparse.Namespace) -> int:
 
         from libtv_fsm.waiting.queue import run_queue_workers
 
-        logging.basicConfig(level=logging.WARNING)
+        # procrastinate reports a job that raised through logging: into this process's stderr (its log).
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         return run_queue_workers(os.environ, args.concurrency)
+    from libtv_fsm.waiting.worker import serve
+
     seconds = idle_exit(args.idle_exit, os.environ)
     store = open_store()
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None

@@ -19,12 +19,11 @@ workers' sweep (every ``LIBTV_QUEUE_SWEEP_SECONDS``) puts its job back in the qu
 worker takes it: the step is a rerun after a crash, which the journal makes safe. The takeover time
 is at most stalled + sweep + fetch seconds (heartbeats every ``LIBTV_QUEUE_HEARTBEAT_SECONDS``).
 
-``python -m libtv_fsm.waiting.queue worker [--concurrency N]`` runs queue workers in the foreground
-(what ``libtv-video worker`` runs in database mode); ``... migrate`` applies the queue's schema.
+``libtv-video worker`` runs queue workers in database mode; ``libtv-video db migrate`` applies the
+queue's schema with the journal's.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import socket
@@ -376,37 +375,3 @@ def run_queue_workers(env: Mapping[str, str] = os.environ, concurrency: int = 10
     finally:
         if handoffs is not None:
             handoffs.close()
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m libtv_fsm.waiting.queue", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    w = sub.add_parser("worker", help="run queue workers in the foreground")
-    w.add_argument("--concurrency", type=int, default=10)
-    sub.add_parser("migrate", help="apply the queue's schema")
-    d = sub.add_parser("defer", help="queue the first job of a run for sessions that have none")
-    d.add_argument("session_ids", nargs="+")
-    args = parser.parse_args(argv)
-    url = os.environ.get("LIBTV_JOURNAL_URL", "").strip()
-    if args.command == "worker":
-        import logging
-
-        # procrastinate reports a job that raised through logging: into this process's stderr (its log).
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        return run_queue_workers(os.environ, args.concurrency)
-    if not url:
-        print("LIBTV_JOURNAL_URL is not set", file=sys.stderr)
-        return 2
-    if args.command == "migrate":
-        print("applied" if migrate_queue(url) else "already there")
-        return 0
-    from libtv_fsm.store import SessionStore
-
-    store = SessionStore.from_url(url)
-    for sid in args.session_ids:
-        print(sid, "queued" if defer_first_step(store, sid) else "already queued")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
