@@ -83,13 +83,10 @@ class SessionStore:
         return sorted(self.replay_many(self.journal.session_ids()), key=_newest_first_key, reverse=True)
 
     def replay_many(self, session_ids: List[str]) -> List[Session]:
-        """Replay these sessions (in that order); a database journal reads them a batch per query."""
-        read_many = getattr(self.journal, "read_many", None)
-        if read_many is None:
-            return [self.replay(sid) for sid in session_ids]
+        """Replay these sessions (in that order), read a batch at a time (one query per batch on a database)."""
         found: List[Session] = []
         for start in range(0, len(session_ids), READ_BATCH):
-            batch = read_many(session_ids[start:start + READ_BATCH])
+            batch = self.journal.read_many(session_ids[start:start + READ_BATCH])
             found.extend(_replayed(sid, batch[sid]) for sid in session_ids[start:start + READ_BATCH])
         return found
 

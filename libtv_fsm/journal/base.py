@@ -100,6 +100,10 @@ class Journal(ABC):
     def claim_waiter(self, session_id: str, wait: float = 0.0) -> "WaiterClaim":
         """Try (for up to ``wait`` seconds) to become the one waiter of the session; check ``claim.held``."""
 
+    def read_many(self, session_ids: Sequence[str]) -> Dict[str, JournalRead]:
+        """Several sessions at once (a listing); a database answers in one query. Each id maps to its read."""
+        return {sid: self.read(sid) for sid in session_ids}
+
     def intents(self) -> Optional[SubmitIntents]:
         """Where ``create-session`` writes down a submit before sending it (None: not supported here)."""
         return None
