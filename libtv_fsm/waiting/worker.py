@@ -316,11 +316,10 @@ class HomeWorker:
 
     def _edges(self, sid: str) -> Any:
         from libtv_fsm.config import require_api_key
-        from libtv_fsm.waiter import Waiter
+        from libtv_fsm.waiting.step import Edges
 
-        # The single-session runner's edges, so both runners journal (and show) a session alike.
-        return Waiter(self.store, sid, api_key=require_api_key(self.store.home), env=self.env,
-                      settings=self.settings, log=self.log.of(sid), clock=self.clock, http=self.http)
+        return Edges(self.store, sid, api_key=require_api_key(self.store.home), env=self.env,
+                     settings=self.settings, log=self.log.of(sid), http=self.http)
 
     # -- steps -----------------------------------------------------------------------------------
 
